@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make book` and `make test`. Both set up what is missing first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PROFILE ?= default
+PARAMS ?= params/$(PROFILE).yaml
+NB ?=
+
+.PHONY: setup book notebooks html test test-lib test-notebooks chapter zoo bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+## Execute every chapter with papermill (params/default.yaml), then build the HTML book.
+book: setup notebooks html
+
+notebooks:
+	$(PY) scripts/run_notebooks.py --params $(PARAMS)
+
+html:
+	$(PY) scripts/build_book.py
+
+## Rerun one chapter, e.g. `make chapter NB=04 PARAMS=params/full.yaml`, then rebuild the HTML.
+chapter: setup
+	@test -n "$(NB)" || (echo "usage: make chapter NB=04 [PARAMS=params/full.yaml]" && exit 2)
+	$(PY) scripts/run_notebooks.py --params $(PARAMS) --only $(NB)
+	$(PY) scripts/build_book.py
+
+## Unit tests, then every chapter end to end on the smoke profile.
+test: setup
+	$(PY) -m pytest
+
+test-lib: setup
+	$(PY) -m pytest -m "not notebook and not browser"
+
+## Train the default model zoo from scratch (resumable; about 2 hours on 2 cores).
+zoo: setup
+	$(PY) scripts/train_zoo.py
+
+bench: setup
+	$(PY) benchmarks/nnk.py
+
+clean:
+	rm -rf _build chapters

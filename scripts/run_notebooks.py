@@ -1,0 +1,232 @@
+"""Execute the book's notebooks with papermill, one profile at a time.
+
+Each chapter listed in ``_toc.yml`` as ``chapters/<stem>`` has its source in ``notebooks/<stem>.py``
+(jupytext py:percent). This script converts the source to a notebook, executes it with the
+parameters of ``params/<profile>.yaml`` (the ``common`` section, then the notebook's own section),
+hides the cell papermill injects, and writes the executed notebook to the output directory
+(``chapters/`` for the book). A record of every run (wall time, parameters, package versions)
+goes to ``<output>/execution.json`` and a page ``<output>/execution.md`` that the book shows.
+
+A failing notebook is reported with its name, the failing cell and the error; the remaining
+notebooks still run (so one report lists every failure) and the script exits with status 1.
+
+Usage::
+
+    python scripts/run_notebooks.py --profile default            # every chapter, into chapters/
+    python scripts/run_notebooks.py --profile smoke --only 03     # one chapter, by prefix
+    python scripts/run_notebooks.py --profile full --only 04 --output-dir _build/full
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "lightly", "faiss-cpu",
+            "matplotlib", "papermill", "jupyter-book", "myst-nb")
+
+
+def toc_chapters(toc_path: Path = REPO / "_toc.yml") -> list[str]:
+    """Stems of the notebook chapters listed in the table of contents, in reading order."""
+    toc = yaml.safe_load(toc_path.read_text())
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                value = node.get(key)
+                if isinstance(value, str) and value.startswith("chapters/") and value != "chapters/execution":
+                    found.append(value.removeprefix("chapters/"))
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return found
+
+
+def params_path(profile: str) -> Path:
+    """The parameter file of a named profile (``params/<profile>.yaml``)."""
+    path = REPO / "params" / f"{profile}.yaml"
+    if not path.exists():
+        available = sorted(p.stem for p in (REPO / "params").glob("*.yaml"))
+        raise SystemExit(f"unknown profile {profile!r}: {path} does not exist; available: {available}")
+    return path
+
+
+def load_parameters(path: Path, stem: str) -> dict:
+    """Merge the ``common`` section and the notebook's section of a parameter file."""
+    if not path.exists():
+        raise SystemExit(f"parameter file {path} does not exist")
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec.get("common", {}), dict):
+        raise SystemExit(f"{path}: 'common' must be a mapping of parameter names to values")
+    parameters = dict(spec.get("common") or {})
+    parameters.update(spec.get(stem) or {})
+    return parameters
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def hide_injected_cells(notebook_path: Path) -> None:
+    """Tag the cell papermill injected so that the book removes it from the page."""
+    import nbformat
+
+    notebook = nbformat.read(notebook_path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    nbformat.write(notebook, notebook_path)
+
+
+def describe_failure(error: Exception) -> str:
+    """One paragraph naming the failing cell and the exception."""
+    cell_index = getattr(error, "exec_count", None)
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    where = f"cell [{cell_index}]" if cell_index is not None else "a cell"
+    return f"{where} raised {ename}: {evalue}"
+
+
+def run_one(
+    stem: str, parameter_file: Path, output_dir: Path, kernel: str, source_dir: Path = REPO / "notebooks"
+) -> dict:
+    """Convert, execute and post-process one notebook; return its execution record."""
+    import jupytext
+    import papermill
+
+    source = source_dir / f"{stem}.py"
+    if not source.exists():
+        raise SystemExit(f"_toc.yml lists chapters/{stem} but its source {source} does not exist")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    unexecuted = output_dir / f".{stem}.input.ipynb"
+    executed = output_dir / f"{stem}.ipynb"
+    jupytext.write(jupytext.read(source), unexecuted)
+    parameters = load_parameters(parameter_file, stem)
+    profile = str(parameters.get("profile", parameter_file.stem))
+    record = {"notebook": stem, "profile": profile, "parameters": parameters,
+              "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(unexecuted), str(executed), parameters=parameters, kernel_name=kernel,
+            cwd=str(REPO / "notebooks"), progress_bar=False, log_output=False,
+        )
+        record["status"] = "ok"
+    except Exception as error:  # papermill.PapermillExecutionError and kernel failures
+        record["status"] = "failed"
+        record["error"] = describe_failure(error)
+    finally:
+        unexecuted.unlink(missing_ok=True)
+    record["wall_seconds"] = round(time.perf_counter() - start, 1)
+    if executed.exists():
+        hide_injected_cells(executed)
+    return record
+
+
+def write_execution_page(records: list[dict], output_dir: Path) -> None:
+    """Write ``execution.json`` and the book page ``execution.md`` from the run records."""
+    versions = package_versions()
+    (output_dir / "execution.json").write_text(
+        json.dumps({"records": records, "versions": versions}, indent=2, default=str)
+    )
+    lines = [
+        "# Execution report",
+        "",
+        "This page is written by `scripts/run_notebooks.py` each time the book is built: it records how "
+        "each chapter was executed for the pages you are reading.",
+        "",
+        "| chapter | profile | status | wall time (s) | started (UTC) |",
+        "|---|---|---|---|---|",
+    ]
+    for record in records:
+        lines.append(
+            f"| [{record['notebook']}]({record['notebook']}.ipynb) | {record['profile']} | {record['status']} "
+            f"| {record['wall_seconds']} | {record['started']} |"
+        )
+    lines += ["", "## Parameters", ""]
+    for record in records:
+        lines.append(f"**{record['notebook']}**: " + ", ".join(
+            f"`{key}={value!r}`" for key, value in sorted(record["parameters"].items())))
+        lines.append("")
+    lines += ["## Software", "", "| package | version |", "|---|---|"]
+    lines += [f"| {name} | {version} |" for name, version in versions.items()]
+    lines += ["", f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, "
+              f"Python {platform.python_version()}.", ""]
+    (output_dir / "execution.md").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="default", help="parameter set in params/ (smoke, default, full)")
+    parser.add_argument("--params", type=Path, default=None,
+                        help="a parameter file of your own (same layout as params/default.yaml); overrides --profile")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="run only chapters whose file stem starts with one of these prefixes (e.g. 03)")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="where executed notebooks go (default: chapters/ for the book)")
+    parser.add_argument("--kernel", default="python3")
+    args = parser.parse_args(argv)
+
+    parameter_file = args.params.resolve() if args.params else params_path(args.profile)
+    stems = toc_chapters()
+    if args.only:
+        stems = [s for s in stems if any(s.startswith(prefix) for prefix in args.only)]
+        if not stems:
+            raise SystemExit(f"no chapter in _toc.yml matches {args.only}; chapters: {toc_chapters()}")
+    output_dir = args.output_dir or REPO / "chapters"
+    if not output_dir.is_absolute():
+        output_dir = REPO / output_dir
+
+    records = []
+    previous = {}
+    json_path = output_dir / "execution.json"
+    if json_path.exists():  # keep records of chapters not rerun this time
+        try:
+            previous = {r["notebook"]: r for r in json.loads(json_path.read_text())["records"]}
+        except (ValueError, KeyError):
+            previous = {}
+    for stem in stems:
+        print(f"[run_notebooks] {stem} ({parameter_file.name}) ...", flush=True)
+        record = run_one(stem, parameter_file, output_dir, args.kernel)
+        records.append(record)
+        status = "ok" if record["status"] == "ok" else f"FAILED: {record['error']}"
+        print(f"[run_notebooks] {stem}: {status} in {record['wall_seconds']} s", flush=True)
+    merged = {**previous, **{r["notebook"]: r for r in records}}
+    order = toc_chapters()
+    write_execution_page([merged[s] for s in order if s in merged], output_dir)
+
+    failures = [r for r in records if r["status"] != "ok"]
+    if failures:
+        print("\n[run_notebooks] notebook failures:", file=sys.stderr)
+        for record in failures:
+            print(f"  notebooks/{record['notebook']}.py: {record['error']} "
+                  f"(executed copy with the traceback: {output_dir / (record['notebook'] + '.ipynb')})",
+                  file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

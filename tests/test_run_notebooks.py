@@ -1,0 +1,64 @@
+"""The notebook runner: parameters merge, failures are reported with notebook and cell."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import run_notebooks  # noqa: E402
+
+NOTEBOOK = '''# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+value = 1
+
+# %%
+result = 10 / value
+'''
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "99_tiny.py").write_text(NOTEBOOK)
+    return tmp_path
+
+
+def _params(tmp_path, value):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"common:\n  profile: test\n99_tiny:\n  value: {value}\n")
+    return path
+
+
+def test_parameters_merge_common_and_section(tiny):
+    merged = run_notebooks.load_parameters(_params(tiny, 5), "99_tiny")
+    assert merged == {"profile": "test", "value": 5}
+
+
+def test_failing_cell_is_reported_with_cell_and_error(tiny):
+    record = run_notebooks.run_one("99_tiny", _params(tiny, 0), tiny / "out", "python3", source_dir=tiny / "src")
+    assert record["status"] == "failed"
+    assert "ZeroDivisionError" in record["error"] and "cell [" in record["error"]
+
+
+def test_succeeding_notebook_hides_injected_parameters(tiny):
+    import nbformat
+
+    record = run_notebooks.run_one("99_tiny", _params(tiny, 2), tiny / "out", "python3", source_dir=tiny / "src")
+    assert record["status"] == "ok" and record["parameters"]["value"] == 2
+    notebook = nbformat.read(tiny / "out" / "99_tiny.ipynb", as_version=4)
+    injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
+
+
+def test_unknown_profile_names_the_available_ones():
+    with pytest.raises(SystemExit, match="available"):
+        run_notebooks.params_path("huge")
