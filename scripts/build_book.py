@@ -1,4 +1,9 @@
-"""Build the HTML book from the executed notebooks in ``chapters/`` (Jupyter Book 1.x).
+"""Build the HTML book from executed notebooks (Jupyter Book 1.x).
+
+By default the chapters are the executed notebooks in ``chapters/`` (made by ``make notebooks``)
+and the book goes to ``_build/html``. With ``--chapters DIR --output DIR`` the same book is built
+from another set of executed notebooks (the test suite builds the smoke-profile book this way)
+in a staging copy of the sources, leaving ``chapters/`` and ``_build/html`` alone.
 
 Fails (exit status 1) when a chapter listed in ``_toc.yml`` has no executed notebook, when the
 last execution of a chapter failed, or when Sphinx emits any warning (``-W --keep-going``: every
@@ -8,6 +13,7 @@ exactly what papermill ran.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -17,41 +23,85 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_notebooks import REPO, toc_chapters  # noqa: E402
 
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")
 
-def check_chapters() -> list[str]:
+
+def check_chapters(chapters_dir: Path) -> list[str]:
     """Problems with the executed chapters (empty when all are present and succeeded)."""
     problems = []
-    report_path = REPO / "chapters" / "execution.json"
+    report_path = chapters_dir / "execution.json"
     records = {}
     if report_path.exists():
         records = {r["notebook"]: r for r in json.loads(report_path.read_text())["records"]}
     for stem in toc_chapters():
-        if not (REPO / "chapters" / f"{stem}.ipynb").exists():
-            problems.append(f"chapters/{stem}.ipynb is missing: run `make notebooks` first")
+        if not (chapters_dir / f"{stem}.ipynb").exists():
+            problems.append(f"{chapters_dir / stem}.ipynb is missing: run `make notebooks` first")
         elif records.get(stem, {}).get("status") == "failed":
             problems.append(f"notebooks/{stem}.py failed in its last run: {records[stem]['error']}")
-    if not (REPO / "chapters" / "execution.md").exists():
-        problems.append("chapters/execution.md is missing: run `make notebooks` first")
+    if not (chapters_dir / "execution.md").exists():
+        problems.append(f"{chapters_dir / 'execution.md'} is missing: run `make notebooks` first")
     return problems
 
 
-def main() -> int:
-    problems = check_chapters()
+def stage_sources(chapters_dir: Path, staging: Path) -> Path:
+    """Copy the book sources and the executed chapters into ``staging``; return it."""
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for name in BOOK_SOURCES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, staging / name)
+        else:
+            shutil.copy2(source, staging / name)
+    shutil.copytree(chapters_dir, staging / "chapters", ignore=shutil.ignore_patterns(".*"))
+    static = REPO / "_static"
+    if static.exists():
+        shutil.copytree(static, staging / "_static")
+    return staging
+
+
+def build(chapters_dir: Path, output_dir: Path) -> int:
+    """Build the HTML book into ``output_dir`` (its ``html/`` sub-folder); return an exit status."""
+    problems = check_chapters(chapters_dir)
     if problems:
         print("[build_book] cannot build the book:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    html_dir = REPO / "_build" / "html"
+    in_place = chapters_dir.resolve() == (REPO / "chapters").resolve()
+    source_root = REPO if in_place else stage_sources(chapters_dir, output_dir / "src")
+    html_dir = output_dir / "html"
     if html_dir.exists():
         shutil.rmtree(html_dir)  # stale pages from removed chapters must not survive
-    command = [str(jupyter_book), "build", str(REPO), "--builder", "html", "-W", "--keep-going", "-q"]
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    # --path-output P writes to P/_build/html; point P at the parent of output_dir.
+    path_output = output_dir.parent if output_dir.name == "_build" else None
+    command = [str(jupyter_book), "build", str(source_root), "--builder", "html", "-W", "--keep-going", "-q"]
+    if path_output is not None:
+        command += ["--path-output", str(path_output)]
+    else:
+        command += ["--path-output", str(output_dir / "out")]
     print("[build_book] " + " ".join(command), flush=True)
-    result = subprocess.run(command, cwd=REPO)
+    result = subprocess.run(command, cwd=source_root)
     if result.returncode != 0:
         print("[build_book] the book build failed (see the warnings above)", file=sys.stderr)
         return 1
+    if path_output is None:  # move <out>/_build/html to <output_dir>/html
+        shutil.move(str(output_dir / "out" / "_build" / "html"), str(html_dir))
+        shutil.rmtree(output_dir / "out")
     print(f"[build_book] built {html_dir / 'index.html'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the HTML book from executed notebooks.")
+    parser.add_argument("--chapters", type=Path, default=REPO / "chapters",
+                        help="directory of executed notebooks and execution.md (default: chapters/)")
+    parser.add_argument("--output", type=Path, default=REPO / "_build",
+                        help="the book goes to OUTPUT/html (default: _build)")
+    args = parser.parse_args(argv)
+    chapters = args.chapters if args.chapters.is_absolute() else REPO / args.chapters
+    output = args.output if args.output.is_absolute() else REPO / args.output
+    return build(chapters, output)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,20 @@ def write_execution_page(records: list[dict], output_dir: Path) -> None:
     (output_dir / "execution.md").write_text("\n".join(lines))
 
 
+def update_execution_report(records: list[dict], output_dir: Path) -> None:
+    """Merge ``records`` into ``output_dir/execution.json`` (keeping chapters not rerun) and rewrite the page."""
+    previous = {}
+    json_path = output_dir / "execution.json"
+    if json_path.exists():
+        try:
+            previous = {r["notebook"]: r for r in json.loads(json_path.read_text())["records"]}
+        except (ValueError, KeyError):
+            previous = {}
+    merged = {**previous, **{r["notebook"]: r for r in records}}
+    order = toc_chapters()
+    write_execution_page([merged[s] for s in order if s in merged], output_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="default", help="parameter set in params/ (smoke, default, full)")
@@ -200,22 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = REPO / output_dir
 
     records = []
-    previous = {}
-    json_path = output_dir / "execution.json"
-    if json_path.exists():  # keep records of chapters not rerun this time
-        try:
-            previous = {r["notebook"]: r for r in json.loads(json_path.read_text())["records"]}
-        except (ValueError, KeyError):
-            previous = {}
     for stem in stems:
         print(f"[run_notebooks] {stem} ({parameter_file.name}) ...", flush=True)
         record = run_one(stem, parameter_file, output_dir, args.kernel)
         records.append(record)
         status = "ok" if record["status"] == "ok" else f"FAILED: {record['error']}"
         print(f"[run_notebooks] {stem}: {status} in {record['wall_seconds']} s", flush=True)
-    merged = {**previous, **{r["notebook"]: r for r in records}}
-    order = toc_chapters()
-    write_execution_page([merged[s] for s in order if s in merged], output_dir)
+        update_execution_report([record], output_dir)
 
     failures = [r for r in records if r["status"] != "ok"]
     if failures:

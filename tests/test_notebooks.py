@@ -27,6 +27,7 @@ def test_chapter_runs_on_smoke_profile(stem):
     record = run_notebooks.run_one(
         stem, run_notebooks.params_path("smoke"), REPO / "_build" / "smoke", kernel="python3"
     )
+    run_notebooks.update_execution_report([record], REPO / "_build" / "smoke")
     assert record["status"] == "ok", f"notebooks/{stem}.py failed on the smoke profile: {record.get('error')}"
     executed = REPO / "_build" / "smoke" / f"{stem}.ipynb"
     import nbformat

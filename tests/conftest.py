@@ -1,0 +1,39 @@
+"""Shared fixtures. Browser tests run last, on the book built from the smoke-profile notebooks."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    # The browser test needs the notebooks executed by the notebook tests: run it last.
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.fixture(scope="session")
+def smoke_book_html() -> Path:
+    """HTML of the book built from ``_build/smoke`` (the smoke-profile notebooks).
+
+    Skips with a reason when the smoke notebooks have not all run successfully in this session's
+    tree (run ``pytest -m notebook`` first, or the whole suite, which orders this fixture's users last).
+    """
+    sys.path.insert(0, str(REPO / "scripts"))
+    import build_book
+    import run_notebooks
+
+    smoke_dir = REPO / "_build" / "smoke"
+    report = smoke_dir / "execution.json"
+    if not report.exists():
+        pytest.skip("no smoke-profile notebooks in _build/smoke: run the notebook tests first")
+    records = {r["notebook"]: r for r in json.loads(report.read_text())["records"]}
+    missing = [s for s in run_notebooks.toc_chapters() if records.get(s, {}).get("status") != "ok"]
+    if missing:
+        pytest.skip(f"smoke notebooks not all executed successfully: {missing}")
+    output = REPO / "_build" / "smoke-book"
+    status = build_book.build(smoke_dir, output)
+    assert status == 0, "building the smoke book failed (Sphinx warnings or notebook errors above)"
+    return output / "html"
