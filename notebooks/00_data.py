@@ -36,10 +36,14 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from sslgeom import data
+from sslgeom import data, params
 
-if not isinstance(images_per_class, int) or images_per_class < 1:
-    raise ValueError(f"images_per_class must be a positive integer, got {images_per_class!r}")
+params.check_common(profile, seed, device)
+params.check(
+    {"images_per_class": images_per_class, "texture_patches_per_class": texture_patches_per_class},
+    {"images_per_class": {"type": int, "minimum": 1, "maximum": 100},
+     "texture_patches_per_class": {"type": int, "minimum": 5}},
+)
 
 # %% [markdown]
 # ## Fashion-MNIST, read and verified offline
