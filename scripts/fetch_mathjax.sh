@@ -3,8 +3,10 @@
 #
 # The book must typeset its equations with no network, so MathJax is served from the build
 # (`_static/mathjax/`) instead of a CDN. This script puts a pinned, checksum-verified MathJax 3
-# release into `_vendor/mathjax/`; `_config.yml` lists `_vendor` in `html_static_path` and points
-# `mathjax_path` at it. The folder ignores itself in git (it holds third-party code, never committed).
+# release into `book/_vendor/mathjax/`; `_config.yml` lists `book/_vendor` in `html_static_path`
+# and points `mathjax_path` at it. The folder sits under book/ so that the staged copies of the
+# book sources (scripts/build_book.py) carry it, and it ignores itself in git (it holds
+# third-party code, never committed).
 #
 # Where the release comes from, first that works:
 #   1. MATHJAX_TARBALL=/path/to/mathjax-3.2.2.tgz   (for machines with no registry access)
@@ -15,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 VERSION=3.2.2
 SHA256=1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09  # of mathjax-3.2.2.tgz on npm
-VENDOR=_vendor
+VENDOR=book/_vendor
 TARGET="$VENDOR/mathjax"
 STAMP="$TARGET/.installed-$VERSION-${SHA256:0:16}"
 
@@ -26,8 +28,8 @@ fi
 fail() {
   echo "[fetch_mathjax] error: $*" >&2
   echo "[fetch_mathjax]   The book needs a local MathJax $VERSION to show equations offline." >&2
-  echo "[fetch_mathjax]   Fix: install node/npm (Debian: apt-get install npm) and rerun 'make setup', or download" >&2
-  echo "[fetch_mathjax]   https://registry.npmjs.org/mathjax/-/mathjax-$VERSION.tgz elsewhere and run" >&2
+  echo "[fetch_mathjax]   Fix: install node/npm (Debian: apt-get install npm) and rerun 'make setup', or run" >&2
+  echo "[fetch_mathjax]   'npm pack mathjax@$VERSION' on a machine with npm access, copy the .tgz here and run" >&2
   echo "[fetch_mathjax]   MATHJAX_TARBALL=/path/to/mathjax-$VERSION.tgz bash scripts/fetch_mathjax.sh" >&2
   exit 1
 }
@@ -49,7 +51,7 @@ else
     fi
   fi
   echo "[fetch_mathjax] npm pack mathjax@$VERSION"
-  (cd "$work" && npm pack --silent "mathjax@$VERSION" >/dev/null 2>"$work/npm.log") \
+  (cd "$work" && npm pack --silent --prefer-offline "mathjax@$VERSION" >/dev/null 2>"$work/npm.log") \
     || { cat "$work/npm.log" >&2; fail "npm could not fetch mathjax@$VERSION"; }
 fi
 
