@@ -1,0 +1,408 @@
+"""Manifold graph metrics (MGMs): per-node geometry read off an NNK graph, and summaries.
+
+Per node ``i`` with neighbour set ``N_i`` (NNK: the candidates with positive weight; kNN
+baseline: all ``k`` candidates) the metrics are
+
+- ``n_neighbors``: ``|N_i|``, a proxy for the local intrinsic dimension (constant ``k`` for kNN);
+- ``degree``: degree of ``i`` in the symmetric graph (NNK adjacency, or the symmetrised kNN graph);
+- ``diameter``: ``max_{j, l in N_i} ||x_j - x_l||``, the spread of the neighbourhood polytope;
+- ``subspace_angle``: mean over ``j in N_i`` of the largest principal angle (radians) between
+  the tangent subspaces ``T_i`` and ``T_j``; ``T_i`` is spanned by the leading right singular
+  vectors of the offsets ``{x_j - x_i : j in N_i}`` (see ``tangent_dim``). About 0 on flat data,
+  about ``edge length / R`` on a sphere of radius ``R``;
+- ``tangent_dim``: the dimension of ``T_i`` used;
+- ``error``: kernel-space reconstruction error
+  ``||phi(x_i) - sum_j w_ij phi(x_j)||^2`` (NNK: the NNK weights; kNN: kernel-weighted average
+  ``w_ij = K_ij / sum_l K_il``);
+- ``entropy``: Shannon entropy (nats) of the normalised weights ``w_ij / sum_l w_il``.
+
+Distances are measured in the space the kernel uses: L2-normalised rows for the cosine kernel,
+raw rows for the Gaussian kernel.
+
+Typical use::
+
+    from sslgeom import mgm
+    table = mgm.graph_metrics(features, k=50)          # per node, graph = "nnk" and "knn"
+    mgm.summarize(table, by=["graph"])                 # mean, median, q10, q90 per metric
+
+    tables = mgm.manifold_metrics({"rotation": f_rot, "crop": f_crop}, k=10)
+    mgm.summarize(tables, by=["manifold", "graph"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from sslgeom import nnk
+
+GraphName = Literal["nnk", "knn"]
+METRICS: tuple[str, ...] = (
+    "n_neighbors",
+    "degree",
+    "diameter",
+    "subspace_angle",
+    "tangent_dim",
+    "error",
+    "entropy",
+)
+STATISTICS: tuple[str, ...] = ("mean", "median", "q10", "q90")
+
+# Nodes processed per block when gathering neighbourhoods: keeps memory near 64 MiB.
+_BLOCK_VALUES = 1 << 23
+
+
+def _geometry_points(result: nnk.NNKResult, features) -> np.ndarray:
+    points = np.asarray(features, dtype=np.float64)
+    if points.ndim != 2 or points.shape[0] != result.n_points:
+        raise ValueError(
+            f"features must have shape ({result.n_points}, dim) to match the graph, got "
+            f"{points.shape}; pass the same features the NNK result was built from."
+        )
+    if result.kernel == "cosine":
+        points = points / np.linalg.norm(points, axis=1, keepdims=True)
+    return points
+
+
+def _neighbour_weights(result: nnk.NNKResult, graph: str) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean neighbour mask and weights, both ``(n_points, k)``, for one graph type."""
+    if graph == "nnk":
+        return result.weights > 0, result.weights
+    if graph == "knn":
+        mask = np.ones_like(result.weights, dtype=bool)
+        weights = result.kernel_values / result.kernel_values.sum(axis=1, keepdims=True)
+        return mask, weights
+    raise ValueError(f"graph must be 'nnk' or 'knn', got {graph!r}.")
+
+
+def _kernel_of_sq(sq: np.ndarray, result: nnk.NNKResult) -> np.ndarray:
+    if result.kernel == "gaussian":
+        return np.exp(-sq / (2.0 * result.kernel_params["sigma"] ** 2))
+    return np.clip(1.0 - sq / 4.0, 0.0, None) ** result.kernel_params["power"]
+
+
+def tangent_bases(
+    offsets: np.ndarray,
+    mask: np.ndarray,
+    tangent_dim: int | None = None,
+    *,
+    variance_fraction: float = 0.99,
+    max_tangent_dim: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Orthonormal tangent bases from neighbour offsets.
+
+    Parameters
+    ----------
+    offsets : np.ndarray, shape (n_nodes, k, dim)
+        ``x_j - x_i`` for each candidate ``j`` of each node ``i``.
+    mask : np.ndarray, shape (n_nodes, k), bool
+        Which candidates are neighbours.
+    tangent_dim : int, optional
+        Fixed dimension of every tangent space (capped by the rank of the offsets). ``None``
+        (default) picks, per node, the smallest ``d`` whose leading singular values carry
+        ``variance_fraction`` of the offsets' energy, capped at ``max_tangent_dim``.
+    variance_fraction : float
+        Energy fraction for the automatic choice.
+    max_tangent_dim : int
+        Cap of the automatic choice (and the width of the returned array).
+
+    Returns
+    -------
+    bases : np.ndarray, shape (n_nodes, dim, d_max)
+        Orthonormal columns; columns beyond a node's dimension are zero.
+    dims : np.ndarray, shape (n_nodes,), int64
+        Tangent dimension of each node (0 for a node without neighbours).
+    """
+    if tangent_dim is not None and tangent_dim < 1:
+        raise ValueError(f"tangent_dim must be a positive integer or None, got {tangent_dim}.")
+    if not 0 < variance_fraction <= 1:
+        raise ValueError(f"variance_fraction must be in (0, 1], got {variance_fraction}.")
+    masked = offsets * mask[:, :, None]
+    _, singular, vh = np.linalg.svd(masked, full_matrices=False)  # vh: (n, min(k, dim), dim)
+    energy = singular**2
+    total = energy.sum(axis=1, keepdims=True)
+    # numerical rank: singular values that are not rounding noise
+    rank = (singular > 1e-9 * np.maximum(singular[:, :1], 1e-300)).sum(axis=1)
+    rank = np.where(total[:, 0] > 0, rank, 0)
+    if tangent_dim is None:
+        share = np.cumsum(energy, axis=1) / np.where(total > 0, total, 1.0)
+        dims = (share < variance_fraction - 1e-12).sum(axis=1) + 1
+        dims = np.minimum(dims, max_tangent_dim)
+        width = max_tangent_dim
+    else:
+        dims = np.full(len(offsets), int(tangent_dim))
+        width = int(tangent_dim)
+    dims = np.minimum(dims, rank).astype(np.int64)
+    width = min(width, vh.shape[1])
+    bases = np.transpose(vh[:, :width, :], (0, 2, 1)).copy()
+    bases *= np.arange(width)[None, None, :] < dims[:, None, None]
+    return bases, dims
+
+
+def largest_principal_angles(
+    bases_a: np.ndarray, dims_a: np.ndarray, bases_b: np.ndarray, dims_b: np.ndarray
+) -> np.ndarray:
+    """Largest principal angle (radians) between paired subspaces.
+
+    Same semantics as ``scipy.linalg.subspace_angles(A, B).max()`` for the spans of the first
+    ``dims_a`` / ``dims_b`` columns; there are ``min(dims_a, dims_b)`` principal angles.
+
+    Parameters
+    ----------
+    bases_a, bases_b : np.ndarray, shape (n_pairs, dim, d_max)
+        Orthonormal columns (zero beyond each subspace's dimension).
+    dims_a, dims_b : np.ndarray, shape (n_pairs,)
+
+    Returns
+    -------
+    np.ndarray, shape (n_pairs,)
+        NaN where either subspace is empty.
+    """
+    cross = np.einsum("pdi,pdj->pij", bases_a, bases_b)
+    cosines = np.linalg.svd(cross, compute_uv=False)  # descending
+    count = np.minimum(dims_a, dims_b)
+    smallest_cos = np.take_along_axis(cosines, np.maximum(count - 1, 0)[:, None], axis=1)[:, 0]
+    # sine of the largest angle: what the smaller subspace loses when projected on the larger
+    # (arccos alone is inaccurate for tiny angles)
+    a_smaller = (dims_a <= dims_b)[:, None, None]
+    small = np.where(a_smaller, bases_a, bases_b)
+    large = np.where(a_smaller, bases_b, bases_a)
+    residual = small - large @ (np.transpose(large, (0, 2, 1)) @ small)
+    largest_sin = np.linalg.svd(residual, compute_uv=False)[:, 0]
+    angles = np.arctan2(largest_sin, np.clip(smallest_cos, 0.0, 1.0))
+    return np.where(count > 0, angles, np.nan)
+
+
+def _knn_adjacency(result: nnk.NNKResult) -> sp.csr_matrix:
+    binary = sp.csr_matrix(
+        (np.ones(result.neighbors.size), (np.repeat(np.arange(result.n_points), result.k),
+                                          result.neighbors.ravel())),
+        shape=(result.n_points, result.n_points),
+    )
+    return binary.maximum(binary.T).tocsr()
+
+
+def node_metrics(
+    result: nnk.NNKResult,
+    features,
+    *,
+    graph: GraphName = "nnk",
+    tangent_dim: int | None = None,
+    variance_fraction: float = 0.99,
+    max_tangent_dim: int = 8,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Per-node manifold graph metrics of one graph.
+
+    Parameters
+    ----------
+    result : NNKResult
+        From :func:`sslgeom.nnk.nnk_graph` on ``features``.
+    features : array-like, shape (n_points, dim)
+        The features the graph was built from.
+    graph : {"nnk", "knn"}
+        NNK neighbourhoods, or the plain kNN baseline on the same candidates.
+    tangent_dim, variance_fraction, max_tangent_dim
+        Choice of the tangent dimension for ``subspace_angle``; see :func:`tangent_bases`.
+        Default: automatic per node (99% of the offsets' energy, at most 8).
+    progress : bool
+        Show a tqdm bar over blocks.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per node: ``node``, ``graph`` and the columns in :data:`METRICS`.
+    """
+    points = _geometry_points(result, features)
+    mask, weights = _neighbour_weights(result, graph)
+    n_points, k = result.neighbors.shape
+    dim = points.shape[1]
+    diameter = np.zeros(n_points)
+    error = np.empty(n_points)
+    width = int(tangent_dim) if tangent_dim is not None else int(max_tangent_dim)
+    bases = np.zeros((n_points, dim, min(width, k, dim)))
+    dims = np.zeros(n_points, dtype=np.int64)
+    rows = max(1, _BLOCK_VALUES // (k * max(k, dim)))
+    for start in tqdm(range(0, n_points, rows), desc=f"MGM {graph}", disable=not progress,
+                      leave=False):
+        stop = min(start + rows, n_points)
+        cand = points[result.neighbors[start:stop]]  # (b, k, dim)
+        block_mask = mask[start:stop]
+        sq_norms = (cand**2).sum(-1)
+        inner = cand @ np.transpose(cand, (0, 2, 1))
+        pair_sq = np.maximum(sq_norms[:, :, None] + sq_norms[:, None, :] - 2.0 * inner, 0.0)
+        both = block_mask[:, :, None] & block_mask[:, None, :]
+        diameter[start:stop] = np.sqrt(np.where(both, pair_sq, 0.0).max(axis=(1, 2)))
+        if graph == "nnk":
+            error[start:stop] = result.errors[start:stop]
+        else:
+            gram = _kernel_of_sq(pair_sq, result)
+            w = weights[start:stop]
+            linear = result.kernel_values[start:stop]
+            error[start:stop] = np.maximum(
+                1.0 - 2.0 * (w * linear).sum(1) + np.einsum("bk,bkl,bl->b", w, gram, w), 0.0
+            )
+        block_bases, block_dims = tangent_bases(
+            cand - points[start:stop, None, :], block_mask, tangent_dim,
+            variance_fraction=variance_fraction, max_tangent_dim=max_tangent_dim,
+        )
+        bases[start:stop, :, : block_bases.shape[2]] = block_bases
+        dims[start:stop] = block_dims
+
+    # mean over i's neighbours j of the largest principal angle between T_i and T_j
+    node_idx, slot = np.nonzero(mask)
+    other = result.neighbors[node_idx, slot]
+    angle_sum = np.zeros(n_points)
+    pairs_per_block = max(1, _BLOCK_VALUES // (dim * bases.shape[2] * 2))
+    for start in range(0, len(node_idx), pairs_per_block):
+        sl = slice(start, start + pairs_per_block)
+        a, b = node_idx[sl], other[sl]
+        angles = largest_principal_angles(bases[a], dims[a], bases[b], dims[b])
+        np.add.at(angle_sum, a, np.nan_to_num(angles, nan=0.0))
+    counts = mask.sum(axis=1)
+    subspace_angle = np.where(counts > 0, angle_sum / np.maximum(counts, 1), np.nan)
+
+    p = np.where(mask, weights, 0.0)
+    p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+
+    adjacency = result.adjacency if graph == "nnk" else _knn_adjacency(result)
+    degree = np.diff(adjacency.indptr)
+    return pd.DataFrame(
+        {
+            "node": np.arange(n_points),
+            "graph": graph,
+            "n_neighbors": counts,
+            "degree": degree,
+            "diameter": diameter,
+            "subspace_angle": subspace_angle,
+            "tangent_dim": dims,
+            "error": error,
+            "entropy": entropy,
+        }
+    )
+
+
+def graph_metrics(
+    features,
+    k: int = 50,
+    *,
+    graphs: Sequence[str] = ("nnk", "knn"),
+    tangent_dim: int | None = None,
+    variance_fraction: float = 0.99,
+    max_tangent_dim: int = 8,
+    **nnk_kwargs,
+) -> pd.DataFrame:
+    """Build the NNK graph of ``features`` and return per-node metrics of each graph type.
+
+    Parameters
+    ----------
+    features : array-like, shape (n_points, dim)
+    k : int
+        Candidates per node.
+    graphs : sequence of {"nnk", "knn"}
+        Which graphs to measure; rows are labelled by the ``graph`` column.
+    tangent_dim, variance_fraction, max_tangent_dim
+        See :func:`tangent_bases`.
+    **nnk_kwargs
+        Passed to :func:`sslgeom.nnk.nnk_graph` (``kernel``, ``sigma``, ``dtype``, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows of :func:`node_metrics` for each graph, stacked.
+    """
+    result = nnk.nnk_graph(features, k, **nnk_kwargs)
+    tables = [
+        node_metrics(result, features, graph=g, tangent_dim=tangent_dim,
+                     variance_fraction=variance_fraction, max_tangent_dim=max_tangent_dim)
+        for g in graphs
+    ]
+    return pd.concat(tables, ignore_index=True)
+
+
+def manifold_metrics(
+    manifolds: Mapping[str, np.ndarray],
+    k: int = 50,
+    *,
+    progress: bool = True,
+    **kwargs,
+) -> pd.DataFrame:
+    """:func:`graph_metrics` for many manifolds, stacked with a ``manifold`` column.
+
+    Parameters
+    ----------
+    manifolds : mapping name -> array of shape (n_points, dim)
+        Each manifold needs more than ``k`` points.
+    k : int
+    progress : bool
+        tqdm bar over manifolds.
+    **kwargs
+        Passed to :func:`graph_metrics`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per-node rows with ``manifold`` as the first column.
+    """
+    tables = []
+    for name, features in tqdm(manifolds.items(), desc="manifolds", disable=not progress):
+        table = graph_metrics(features, k, **kwargs)
+        table.insert(0, "manifold", name)
+        tables.append(table)
+    if not tables:
+        raise ValueError("manifolds is empty; pass at least one named feature array.")
+    return pd.concat(tables, ignore_index=True)
+
+
+def _q10(values: pd.Series) -> float:
+    return float(values.quantile(0.1))
+
+
+def _q90(values: pd.Series) -> float:
+    return float(values.quantile(0.9))
+
+
+def summarize(
+    table: pd.DataFrame,
+    by: Sequence[str] = ("graph",),
+    metrics: Sequence[str] = METRICS,
+) -> pd.DataFrame:
+    """Mean, median, 10% and 90% quantiles of each metric per group.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Per-node rows from :func:`node_metrics`, :func:`graph_metrics` or
+        :func:`manifold_metrics`.
+    by : sequence of str
+        Grouping columns, e.g. ``["manifold", "graph"]``.
+    metrics : sequence of str
+        Metric columns to summarise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group: the ``by`` columns, ``n_nodes``, then ``<metric>_<stat>`` for
+        ``stat`` in mean, median, q10, q90. NaN values (nodes without neighbours) are skipped.
+    """
+    by = list(by)
+    missing = [c for c in by + list(metrics) if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"columns {missing} are not in the table (it has {list(table.columns)}); "
+            "pass by=/metrics= that exist."
+        )
+    grouped = table.groupby(by, sort=True)[list(metrics)]
+    stats = grouped.agg(["mean", "median", _q10, _q90])
+    stats.columns = [
+        f"{metric}_{stat.lstrip('_')}" for metric, stat in stats.columns.to_flat_index()
+    ]
+    stats.insert(0, "n_nodes", table.groupby(by, sort=True).size())
+    return stats.reset_index()

@@ -1,0 +1,188 @@
+"""Tests of sslgeom.mgm: metric definitions against independent computations, and the
+behaviour on synthetic manifolds of known dimension and curvature."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.linalg import subspace_angles
+from scipy.stats import entropy as scipy_entropy
+
+from sslgeom import mgm, nnk, synthetic
+
+
+def _orthonormal(rng, dim, cols):
+    q, _ = np.linalg.qr(rng.standard_normal((dim, cols)))
+    return q
+
+
+def test_largest_principal_angles_match_scipy():
+    rng = np.random.default_rng(0)
+    dim, width = 10, 4
+    pairs = [(1, 1), (2, 3), (4, 2), (3, 3), (4, 4)]
+    bases_a = np.zeros((len(pairs), dim, width))
+    bases_b = np.zeros((len(pairs), dim, width))
+    expected = []
+    for p, (da, db) in enumerate(pairs):
+        a, b = _orthonormal(rng, dim, da), _orthonormal(rng, dim, db)
+        bases_a[p, :, :da], bases_b[p, :, :db] = a, b
+        expected.append(subspace_angles(a, b).max())
+    got = mgm.largest_principal_angles(
+        bases_a, np.array([p[0] for p in pairs]), bases_b, np.array([p[1] for p in pairs])
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-10)
+
+
+def test_tangent_bases_recover_a_plane():
+    rng = np.random.default_rng(1)
+    plane = _orthonormal(rng, 6, 2)
+    offsets = (rng.standard_normal((1, 9, 2)) @ plane.T)
+    bases, dims = mgm.tangent_bases(offsets, np.ones((1, 9), bool))
+    assert dims[0] == 2
+    assert subspace_angles(bases[0, :, :2], plane).max() < 1e-10
+    fixed, fixed_dims = mgm.tangent_bases(offsets, np.ones((1, 9), bool), tangent_dim=1)
+    assert fixed_dims[0] == 1 and fixed.shape[2] == 1
+
+
+@pytest.fixture(scope="module")
+def gaussian_blob():
+    rng = np.random.default_rng(2)
+    points = rng.standard_normal((150, 5))
+    result = nnk.nnk_graph(points, k=12, kernel="gaussian", dtype="float64")
+    return points, result
+
+
+def test_node_metrics_match_direct_computation(gaussian_blob):
+    points, result = gaussian_blob
+    table = mgm.node_metrics(result, points)
+    assert list(table.columns) == ["node", "graph", *mgm.METRICS]
+    assert (table["graph"] == "nnk").all()
+    for node in (0, 42, 149):
+        kept = result.neighbors[node][result.weights[node] > 0]
+        row = table.iloc[node]
+        assert row["n_neighbors"] == len(kept)
+        pairwise = np.linalg.norm(points[kept][:, None] - points[kept][None], axis=-1)
+        assert row["diameter"] == pytest.approx(pairwise.max())
+        assert row["error"] == pytest.approx(result.errors[node])
+        w = result.weights[node][result.weights[node] > 0]
+        assert row["entropy"] == pytest.approx(scipy_entropy(w))
+        assert row["degree"] == result.adjacency[node].nnz
+
+
+def test_subspace_angle_is_mean_over_neighbours_of_scipy_angle(gaussian_blob):
+    points, result = gaussian_blob
+    table = mgm.node_metrics(result, points, tangent_dim=2)
+
+    def basis(i):
+        kept = result.neighbors[i][result.weights[i] > 0]
+        _, _, vh = np.linalg.svd(points[kept] - points[i], full_matrices=False)
+        return vh[: min(2, len(kept))].T
+
+    for node in (3, 77):
+        kept = result.neighbors[node][result.weights[node] > 0]
+        expected = np.mean([subspace_angles(basis(node), basis(j)).max() for j in kept])
+        assert table.loc[node, "subspace_angle"] == pytest.approx(expected, abs=1e-8)
+
+
+def test_knn_baseline_is_labelled_and_worse_at_reconstruction(gaussian_blob):
+    points, result = gaussian_blob
+    knn_table = mgm.node_metrics(result, points, graph="knn")
+    nnk_table = mgm.node_metrics(result, points, graph="nnk")
+    assert (knn_table["graph"] == "knn").all()
+    assert (knn_table["n_neighbors"] == result.k).all()
+    # NNK weights are optimal among non-negative weights; the kNN average is one of those
+    assert (knn_table["error"] >= nnk_table["error"] - 1e-9).all()
+    assert (knn_table["diameter"] >= nnk_table["diameter"] - 1e-12).all()
+    assert (knn_table["degree"] >= result.k).all()
+    w = result.kernel_values[5] / result.kernel_values[5].sum()
+    assert knn_table.loc[5, "entropy"] == pytest.approx(scipy_entropy(w))
+
+
+def test_summarize_statistics():
+    table = pd.DataFrame(
+        {"graph": ["nnk"] * 5 + ["knn"] * 5, "diameter": np.arange(10.0),
+         "entropy": np.arange(10.0) ** 2}
+    )
+    summary = mgm.summarize(table, by=["graph"], metrics=["diameter", "entropy"])
+    row = summary.set_index("graph").loc["nnk"]
+    values = np.arange(5.0)
+    assert row["n_nodes"] == 5
+    assert row["diameter_mean"] == pytest.approx(values.mean())
+    assert row["diameter_median"] == pytest.approx(np.median(values))
+    assert row["diameter_q10"] == pytest.approx(np.quantile(values, 0.1))
+    assert row["entropy_q90"] == pytest.approx(np.quantile(values**2, 0.9))
+    with pytest.raises(ValueError, match="not in the table"):
+        mgm.summarize(table, by=["manifold"])
+
+
+def test_bad_inputs_raise(gaussian_blob):
+    points, result = gaussian_blob
+    with pytest.raises(ValueError, match="graph must be"):
+        mgm.node_metrics(result, points, graph="radius")
+    with pytest.raises(ValueError, match="shape"):
+        mgm.node_metrics(result, points[:10])
+    with pytest.raises(ValueError, match="tangent_dim"):
+        mgm.node_metrics(result, points, tangent_dim=0)
+    with pytest.raises(ValueError, match="empty"):
+        mgm.manifold_metrics({}, k=5)
+
+
+# ------------------------------------------------------------ synthetic manifolds
+
+
+def test_neighbour_count_increases_with_intrinsic_dimension():
+    means = []
+    for dim in (1, 2, 3, 4, 6, 8):
+        points = synthetic.linear_subspace(500, dim, 64, seed=dim)
+        table = mgm.graph_metrics(points, k=30, graphs=("nnk",), kernel="gaussian",
+                                  dtype="float64")
+        means.append(table["n_neighbors"].mean())
+    assert np.all(np.diff(means) > 0), means
+    # a line is split into one neighbour on each side
+    assert means[0] == pytest.approx(2.0, abs=0.05)
+
+
+def test_angle_near_zero_on_flat_data_and_grows_as_radius_shrinks():
+    flat = synthetic.linear_subspace(400, 2, 64, seed=3)
+    flat_angle = mgm.graph_metrics(flat, k=20, graphs=("nnk",), kernel="gaussian",
+                                   dtype="float64")["subspace_angle"].mean()
+    assert flat_angle < 1e-6
+    spacing = 0.1  # constant density: the edge length stays fixed while the radius changes
+    circle_angles, sphere_angles = [], []
+    for radius in (2.0, 1.0, 0.5):
+        circle = synthetic.circle(int(2 * np.pi * radius / spacing), radius, 64, seed=4)
+        table = mgm.graph_metrics(circle, k=10, graphs=("nnk",), kernel="gaussian",
+                                  tangent_dim=1, dtype="float64")
+        circle_angles.append(table["subspace_angle"].mean())
+        # on a circle the tangent turns by (arc length) / R between neighbours
+        result = nnk.nnk_graph(circle, k=10, kernel="gaussian", dtype="float64")
+        edge = np.sqrt(result.sq_distances[result.kept]).mean()
+        assert table["subspace_angle"].mean() == pytest.approx(edge / radius, rel=0.05)
+        n_sphere = int(4 * np.pi * radius**2 / (2 * spacing) ** 2)
+        sphere_points = synthetic.sphere(n_sphere, radius, 2, 64, seed=5)
+        sphere_table = mgm.graph_metrics(sphere_points, k=20, graphs=("nnk",),
+                                         kernel="gaussian", tangent_dim=2, dtype="float64")
+        sphere_angles.append(sphere_table["subspace_angle"].mean())
+    assert np.all(np.diff(circle_angles) > 0), circle_angles
+    assert np.all(np.diff(sphere_angles) > 0), sphere_angles
+
+
+def test_diameter_scales_linearly_with_the_data():
+    points = synthetic.swiss_roll(400, 16, seed=6)
+    base = mgm.graph_metrics(points, k=15, kernel="gaussian", dtype="float64")
+    for factor in (0.1, 3.0):
+        scaled = mgm.graph_metrics(points * factor, k=15, kernel="gaussian", dtype="float64")
+        np.testing.assert_allclose(scaled["diameter"], factor * base["diameter"], rtol=1e-8)
+        # the rest of the geometry is scale free with the default bandwidth
+        np.testing.assert_array_equal(scaled["n_neighbors"], base["n_neighbors"])
+        np.testing.assert_allclose(scaled["subspace_angle"], base["subspace_angle"], atol=1e-8)
+
+
+def test_manifold_metrics_stack_and_summarize():
+    manifolds = {"line": synthetic.linear_subspace(120, 1, 8, seed=1),
+                 "plane": synthetic.linear_subspace(120, 2, 8, seed=2)}
+    table = mgm.manifold_metrics(manifolds, k=10, kernel="gaussian", progress=False)
+    assert set(table["manifold"]) == {"line", "plane"}
+    assert set(table["graph"]) == {"nnk", "knn"}
+    summary = mgm.summarize(table, by=["manifold", "graph"])
+    assert len(summary) == 4
+    assert "n_neighbors_median" in summary.columns and "subspace_angle_q90" in summary.columns

@@ -1,0 +1,251 @@
+"""Tests of sslgeom.nnk: exact kNN, the batched non-negative QP, the NNK graph, bad input."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy.optimize import minimize, nnls
+
+from sslgeom import nnk
+
+
+def _objective(gram, linear, theta):
+    return 0.5 * theta @ gram @ theta - linear @ theta
+
+
+def _reference_qp(gram, linear):
+    """Independent solution: NNLS on the Cholesky form 1/2||L^T t - L^{-1} c||^2."""
+    chol = np.linalg.cholesky(gram)
+    theta, _ = nnls(chol.T, np.linalg.solve(chol, linear), maxiter=50 * len(linear))
+    return theta
+
+
+def _random_spd_problems(batch, m, seed):
+    rng = np.random.default_rng(seed)
+    factors = rng.standard_normal((batch, m, m + 3))
+    gram = factors @ factors.transpose(0, 2, 1) / (m + 3) + 0.05 * np.eye(m)
+    linear = rng.standard_normal((batch, m))
+    return gram, linear
+
+
+def test_qp_matches_nnls_and_satisfies_kkt():
+    gram, linear = _random_spd_problems(60, 12, seed=1)
+    theta, residual, _ = nnk.nonnegative_qp(torch.from_numpy(gram), torch.from_numpy(linear))
+    theta = theta.numpy()
+    assert (theta >= 0).all()
+    for g, c, t in zip(gram, linear, theta):
+        reference = _reference_qp(g, c)
+        assert _objective(g, c, t) <= _objective(g, c, reference) + 1e-6
+        grad = g @ t - c
+        assert np.all(np.abs(grad[t > 0]) < 1e-8)
+        assert np.all(grad[t == 0] > -1e-8)
+    assert residual.max() <= nnk.default_kkt_tol("float64")
+
+
+def test_qp_with_all_negative_linear_term_gives_zero():
+    gram, linear = _random_spd_problems(5, 6, seed=2)
+    theta, _, _ = nnk.nonnegative_qp(torch.from_numpy(gram), torch.from_numpy(-np.abs(linear)))
+    # zero is optimal iff the gradient -c is non-negative, i.e. c <= 0
+    assert np.all(theta.numpy() == 0)
+
+
+def test_nnk_weights_match_bounded_minimize():
+    rng = np.random.default_rng(3)
+    points = rng.standard_normal((150, 5))
+    result = nnk.nnk_graph(points, k=15, kernel="gaussian", dtype="float64")
+    assert result.kkt_residual.max() <= result.kkt_tol
+    for node in range(0, 150, 10):
+        gram, linear = nnk.node_problem(result, points, node)
+        reference = minimize(
+            lambda t: _objective(gram, linear, t),
+            np.full(15, 0.01),
+            jac=lambda t: gram @ t - linear,
+            bounds=[(0, None)] * 15,
+            method="L-BFGS-B",
+            options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 10_000},
+        )
+        assert _objective(gram, linear, result.weights[node]) <= reference.fun + 1e-6
+        assert abs(_objective(gram, linear, result.weights[node]) - reference.fun) < 1e-6
+
+
+def test_errors_are_kernel_space_reconstruction_errors():
+    rng = np.random.default_rng(4)
+    points = rng.standard_normal((80, 6))
+    result = nnk.nnk_graph(points, k=10, kernel="cosine", dtype="float64")
+    for node in (0, 17, 55):
+        gram, linear = nnk.node_problem(result, points, node)
+        theta = result.weights[node]
+        expected = 1.0 - 2.0 * linear @ theta + theta @ gram @ theta
+        assert result.errors[node] == pytest.approx(expected, abs=1e-10)
+
+
+def test_knn_is_exact_and_excludes_self():
+    rng = np.random.default_rng(5)
+    points = rng.standard_normal((300, 7))
+    indices, sq_dist = nnk.knn(points, 9, block_size=37, dtype="float64")
+    full = ((points[:, None] - points[None]) ** 2).sum(-1)
+    np.fill_diagonal(full, np.inf)
+    expected = np.argsort(full, axis=1)[:, :9]
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(sq_dist, np.take_along_axis(full, expected, 1), atol=1e-10)
+    assert not np.any(indices == np.arange(300)[:, None])
+
+
+def test_symmetrisation_rule():
+    neighbors = np.array([[1, 2], [0, 2], [0, 1]])
+    weights = np.array([[0.5, 0.2], [0.4, 0.0], [0.3, 0.1]])
+    errors = np.array([0.1, 0.3, 0.2])
+    adjacency = nnk.symmetrize(neighbors, weights, errors).toarray()
+    # 0 has the smallest error: its edges stand (0-1: 0.5, 0-2: 0.2) over what 1 and 2 say
+    # 1 -> 2 is dropped (error 0.3 > 0.2); 2 -> 1 kept (0.1)
+    expected = np.array([[0, 0.5, 0.2], [0.5, 0, 0.1], [0.2, 0.1, 0]])
+    np.testing.assert_allclose(adjacency, expected)
+
+
+def test_adjacency_is_symmetric_and_built_from_directed_weights():
+    rng = np.random.default_rng(6)
+    points = rng.standard_normal((120, 4))
+    result = nnk.nnk_graph(points, k=12, kernel="gaussian", dtype="float64")
+    adjacency = result.adjacency
+    assert sp.issparse(adjacency)
+    assert abs(adjacency - adjacency.T).max() == 0
+    directed = result.directed_adjacency().toarray()
+    dense = adjacency.toarray()
+    rows, cols = np.nonzero(dense)
+    errors = result.errors
+    for i, j in zip(rows, cols):
+        # the weight is a directed weight i -> j or j -> i whose source has the smaller error
+        ok_ij = errors[i] <= errors[j] and dense[i, j] == directed[i, j]
+        ok_ji = errors[j] <= errors[i] and dense[i, j] == directed[j, i]
+        assert ok_ij or ok_ji
+    assert len(rows) > 0
+
+
+def test_permutation_equivariance():
+    rng = np.random.default_rng(7)
+    points = rng.standard_normal((100, 6))
+    perm = rng.permutation(100)
+    base = nnk.nnk_graph(points, k=10, kernel="gaussian", dtype="float64")
+    permuted = nnk.nnk_graph(points[perm], k=10, kernel="gaussian", dtype="float64")
+    np.testing.assert_allclose(permuted.errors, base.errors[perm], atol=1e-12)
+    inverse = np.argsort(perm)
+    # neighbour indices map through the permutation
+    np.testing.assert_array_equal(inverse[base.neighbors[perm]], permuted.neighbors)
+    np.testing.assert_allclose(permuted.weights, base.weights[perm], atol=1e-10)
+    dense_base = base.adjacency.toarray()
+    np.testing.assert_allclose(permuted.adjacency.toarray(), dense_base[np.ix_(perm, perm)],
+                               atol=1e-10)
+
+
+def test_float32_agrees_with_float64():
+    rng = np.random.default_rng(8)
+    points = rng.standard_normal((200, 16))
+    r64 = nnk.nnk_graph(points, k=20, dtype="float64")
+    r32 = nnk.nnk_graph(points, k=20, dtype="float32")
+    assert r32.weights.dtype == np.float32
+    assert np.abs(r64.weights - r32.weights).max() < 1e-2
+    assert np.mean(r64.kept == r32.kept) > 0.98
+
+
+def test_default_sigma_is_mean_kth_distance_over_three():
+    rng = np.random.default_rng(9)
+    points = rng.standard_normal((90, 3))
+    result = nnk.nnk_graph(points, k=8, kernel="gaussian", dtype="float64")
+    _, sq_dist = nnk.knn(points, 8, dtype="float64")
+    assert result.kernel_params["sigma"] == pytest.approx(np.sqrt(sq_dist[:, -1]).mean() / 3)
+    fixed = nnk.nnk_graph(points, k=8, kernel="gaussian", sigma=0.7, dtype="float64")
+    assert fixed.kernel_params == {"sigma": 0.7}
+
+
+def test_two_candidates_follow_kernel_ratio_interval():
+    # with two candidates both are kept iff K_jl < K_ij / K_il < 1 / K_jl
+    rng = np.random.default_rng(10)
+    for _ in range(200):
+        tri = rng.standard_normal((3, 2))
+        result = nnk.nnk_graph(tri, k=2, kernel="gaussian", sigma=1.0, dtype="float64")
+        gram, linear = nnk.node_problem(result, tri, 0)
+        ratio = linear[0] / linear[1]
+        inside = gram[0, 1] < ratio < 1.0 / gram[0, 1]
+        assert inside == bool(result.kept[0].all())
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_features_raise(bad):
+    points = np.random.default_rng(0).standard_normal((20, 3))
+    points[4, 1] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        nnk.nnk_graph(points, k=3)
+
+
+def test_k_too_large_raises():
+    points = np.random.default_rng(0).standard_normal((10, 3))
+    with pytest.raises(ValueError, match="smaller than the number of points"):
+        nnk.nnk_graph(points, k=10)
+    with pytest.raises(ValueError, match="at least 1"):
+        nnk.nnk_graph(points, k=0)
+
+
+def test_too_few_points_raise():
+    with pytest.raises(ValueError, match="at least 2 points"):
+        nnk.nnk_graph(np.ones((1, 4)), k=1)
+
+
+def test_wrong_shape_raises():
+    with pytest.raises(ValueError, match="2-D"):
+        nnk.nnk_graph(np.ones(10), k=1)
+
+
+def test_unknown_kernel_raises():
+    points = np.random.default_rng(0).standard_normal((10, 3))
+    with pytest.raises(ValueError, match="unknown kernel"):
+        nnk.nnk_graph(points, k=3, kernel="laplacian")
+
+
+def test_zero_vector_with_cosine_kernel_raises():
+    points = np.random.default_rng(0).standard_normal((10, 3))
+    points[2] = 0.0
+    with pytest.raises(ValueError, match="zero"):
+        nnk.nnk_graph(points, k=3, kernel="cosine")
+    # the Gaussian kernel has no trouble with the origin
+    nnk.nnk_graph(points, k=3, kernel="gaussian")
+
+
+def test_duplicates_raise_by_default_and_ridge_handles_them():
+    rng = np.random.default_rng(11)
+    points = rng.standard_normal((40, 4))
+    points[7] = points[3]
+    points[8] = points[3] + 1e-3
+    with pytest.raises(ValueError, match="duplicate"):
+        nnk.nnk_graph(points, k=5, kernel="gaussian")
+    result = nnk.nnk_graph(points, k=5, kernel="gaussian", duplicates="ridge", dtype="float64")
+    assert np.all(np.isfinite(result.weights))
+    # the copy is the nearest candidate of its twin; with the near copy 8 it rebuilds it
+    assert result.neighbors[3, 0] == 7 and result.neighbors[7, 0] == 3
+    near = np.isin(result.neighbors[3], [7, 8])
+    assert result.weights[3, near].sum() > 0.99 and result.errors[3] < 1e-5
+    # a third point sees the two copies as one: they share its weight equally
+    slots = [list(result.neighbors[8]).index(3), list(result.neighbors[8]).index(7)]
+    w = result.weights[8, slots]
+    assert w[0] == pytest.approx(w[1], rel=1e-6, abs=1e-9)
+
+
+def test_bad_parameters_raise():
+    points = np.random.default_rng(0).standard_normal((10, 3))
+    with pytest.raises(ValueError, match="sigma"):
+        nnk.nnk_graph(points, k=3, kernel="gaussian", sigma=-1.0)
+    with pytest.raises(ValueError, match="dtype"):
+        nnk.nnk_graph(points, k=3, dtype="float16")
+    with pytest.raises(ValueError, match="duplicates"):
+        nnk.nnk_graph(points, k=3, duplicates="ignore")
+
+
+def test_solver_threads_do_not_change_the_result():
+    points = np.random.default_rng(12).standard_normal((120, 6))
+    single = nnk.nnk_graph(points, k=10, dtype="float64")
+    shared = nnk.nnk_graph(points, k=10, dtype="float64", solver_threads=None)
+    np.testing.assert_allclose(single.weights, shared.weights, atol=1e-12)
+    with pytest.raises(ValueError, match="solver_threads"):
+        nnk.nnk_graph(points, k=10, solver_threads=0)
