@@ -42,10 +42,9 @@ import numpy as np
 import pandas as pd
 import torch
 from myst_nb import glue
-from torch import nn
 
 from sslgeom import data, params, published, zoo
-from sslgeom.ssl_augment import POLICIES, random_views
+from sslgeom.ssl_augment import random_views
 
 params.check_common(profile, seed, device)
 params.check(
@@ -125,8 +124,9 @@ glue("batch_size", int(ssl_rows.config.iloc[0]["batch_size"]), display=False)
 # {glue:text}`n_train_images` training images for {glue:text}`epochs` epochs with batches of
 # {glue:text}`batch_size`, AdamW and a cosine learning-rate schedule. Methods that learn through a
 # predictor and a momentum or stop-gradient target start slowly and were given more epochs (epochs
-# per method where they differ: {glue:text}`epochs_exceptions`). The whole zoo took
-# {glue:text}`train_minutes` minutes of training on a shared two-core CPU. This is a tiny budget next to the
+# per method where they differ: {glue:text}`epochs_exceptions`). The training times of all models add
+# up to {glue:text}`train_minutes` minutes; `make zoo` trains two models at a time, one per core, on
+# a CPU shared with other jobs, so the times in the table are wall-clock times under load. This is a tiny budget next to the
 # hundreds of ImageNet epochs behind published models: the zoo is meant to have *varied* geometry,
 # not state-of-the-art accuracy.
 #
@@ -401,8 +401,9 @@ with tempfile.TemporaryDirectory() as folder:
 #
 # The same-class fraction of the first few neighbours is a small-sample version of kNN accuracy, so
 # with enough queries the ordering follows the `knn_accuracy` column; with four queries it is noisy.
-# Models trained with the weak policy keep more information about position and contrast, so their
-# neighbours tend to share the query's layout even across classes.
+# A model trained with the weak policy was asked to be invariant to less (small crops, blur), so it
+# may keep more information about position and contrast; look whether its neighbours share the
+# query's layout across classes more often than those of the strong-policy model.
 # ```
 #
 # ```{exercise}
@@ -436,8 +437,8 @@ with tempfile.TemporaryDirectory() as folder:
 # ```{solution} ex-models-own
 # :class: dropdown
 #
-# One epoch is a third of the zoo's budget, so the probe typically lands between the random
-# initialisation and the zoo's model. Pass the images as `torch.from_numpy(images)[:, None]` and use
+# One epoch is less than the zoo's budget (the `epochs` column of the table), so expect the probe to
+# land between the random initialisation and the zoo's model. Pass the images as `torch.from_numpy(images)[:, None]` and use
 # the same probe subsets as the manifest (`scripts/train_zoo.py`, function `probe_split`) so the numbers
 # are comparable.
 # ```

@@ -467,7 +467,7 @@ plt.close(fig)
 
 # %% [markdown]
 # ```{glue:figure} fig_sensitivity
-# :name: "fig-sensitivity"
+# :name: "fig-paradigm-sensitivity"
 #
 # Agreement between geometry clusters and paradigm labels for each analysis variant (bars: ARI;
 # red when the permutation p-value is below 0.05, grey otherwise). If the bars disagree in colour,
