@@ -50,7 +50,7 @@ from IPython.display import display
 from myst_nb import glue
 from scipy.cluster.hierarchy import dendrogram
 
-from sslgeom import compare, params, zoo
+from sslgeom import compare, params
 
 params.check_common(profile, seed, device)
 params.check(
@@ -78,13 +78,7 @@ geometry_settings = dict(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_b
 # orientation but left out of the tests, which are about SSL paradigms.
 
 # %% tags=["remove-stderr"]
-if models is not None:
-    names = list(models)
-else:  # the default zoo, or its first models of each paradigm
-    manifest = zoo.manifest()
-    if models_per_paradigm:
-        manifest = manifest.groupby("paradigm", sort=False).head(models_per_paradigm)
-    names = list(manifest["name"])
+names = compare.select_models(models, models_per_paradigm)  # None: the default zoo
 info = compare.model_labels(names)
 ssl_names = [n for n in names if info.loc[n, "paradigm"] in paradigms]
 display(info)

@@ -60,7 +60,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from sslgeom import compare, params, transfer, zoo
+from sslgeom import compare, params, transfer
 
 params.check_common(profile, seed, device)
 params.check(
@@ -133,13 +133,7 @@ plt.close(fig)
 # with a 95% interval.
 
 # %% tags=["remove-stderr"]
-if models is not None:
-    names = list(models)
-else:  # the default zoo, or its first models of each paradigm
-    manifest = zoo.manifest()
-    if models_per_paradigm:
-        manifest = manifest.groupby("paradigm", sort=False).head(models_per_paradigm)
-    names = list(manifest["name"])
+names = compare.select_models(models, models_per_paradigm)  # None: the default zoo
 info = compare.model_labels(names)
 measured = transfer.measure_transfer(names, task_data, c_grid=c_grid, shots=shots, n_way=n_way,
                                      n_query=n_query, n_episodes=n_episodes, seed=seed, device=device)

@@ -78,5 +78,5 @@ def test_bad_input_raises_clear_errors():
         baselines.rankme(np.ones(5))
     with pytest.raises(ValueError, match="exactly one"):
         baselines.alpha_req()
-    with pytest.raises(ValueError, match="k must be"):
+    with pytest.raises(ValueError, match="k must lie in"):
         baselines.knn_accuracy(np.ones((5, 2)), np.zeros(5), np.ones((3, 2)), np.zeros(3), k=6)

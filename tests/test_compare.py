@@ -304,3 +304,17 @@ def test_geometry_vectors_drop_undefined_features_with_a_warning():
     with pytest.warns(UserWarning, match="undefined for some models"):
         wide = compare.geometry_vectors(table, statistics=None)
     assert wide.shape[1] == 3 and not any("fam1" in c for c in wide.columns)
+
+
+def test_select_models_defaults_to_zoo_and_trims_per_paradigm():
+    from sslgeom import zoo
+
+    manifest = zoo.manifest()
+    assert compare.select_models() == list(manifest["name"])
+    trimmed = compare.select_models(None, 1)
+    assert len(trimmed) == manifest["paradigm"].nunique()
+    assert compare.select_models(["a", "b"]) == ["a", "b"]
+    with pytest.raises(TypeError, match="list of model names"):
+        compare.select_models("simclr-convnet-s0")
+    with pytest.raises(ValueError, match="non-negative"):
+        compare.select_models(None, -1)

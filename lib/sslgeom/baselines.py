@@ -157,44 +157,14 @@ def knn_accuracy(
     k: int = 20,
     block_size: int = 2048,
 ) -> float:
-    """Accuracy of a majority-vote cosine kNN classifier.
+    """Source-domain cosine kNN accuracy, the label-using baseline.
 
-    Ties between classes are broken in favour of the smallest class label.
-
-    Parameters
-    ----------
-    train_features : array, shape (n_train, dim)
-    train_labels : int array, shape (n_train,)
-    test_features : array, shape (n_test, dim)
-    test_labels : int array, shape (n_test,)
-    k : int
-        Number of neighbours (must not exceed ``n_train``).
-    block_size : int
-        Test rows processed at a time, to bound memory.
-
-    Returns
-    -------
-    float
-        Fraction of test points whose predicted label is correct.
+    The same protocol as the zoo manifest's kNN column: see :func:`sslgeom.probe.knn_accuracy`
+    (majority vote over ``k`` cosine neighbours, ties to the smallest label). Features are
+    ``(n_train, dim)`` and ``(n_test, dim)``; labels are non-negative integers.
     """
-    train = check_features(train_features, "train_features", min_rows=1)
-    test = check_features(test_features, "test_features", min_rows=1)
-    train_labels = np.asarray(train_labels)
-    test_labels = np.asarray(test_labels)
-    if train.shape[1] != test.shape[1]:
-        raise ValueError(f"train has dim {train.shape[1]} but test has dim {test.shape[1]}.")
-    if len(train_labels) != len(train) or len(test_labels) != len(test):
-        raise ValueError("each feature matrix needs exactly one label per row.")
-    if not 1 <= k <= len(train):
-        raise ValueError(f"k must be between 1 and n_train={len(train)}; got {k}.")
-    classes, train_codes = np.unique(train_labels, return_inverse=True)
-    train = train / np.maximum(np.linalg.norm(train, axis=1, keepdims=True), 1e-12)
-    test = test / np.maximum(np.linalg.norm(test, axis=1, keepdims=True), 1e-12)
-    predictions = np.empty(len(test), dtype=train_labels.dtype)
-    for start in range(0, len(test), block_size):
-        similarity = test[start : start + block_size] @ train.T
-        neighbours = np.argpartition(-similarity, kth=k - 1, axis=1)[:, :k]
-        votes = np.zeros((len(similarity), len(classes)), dtype=np.int64)
-        np.add.at(votes, (np.arange(len(similarity))[:, None], train_codes[neighbours]), 1)
-        predictions[start : start + block_size] = classes[votes.argmax(axis=1)]
-    return float(np.mean(predictions == test_labels))
+    from .probe import knn_accuracy as probe_knn_accuracy
+
+    return probe_knn_accuracy(
+        train_features, train_labels, test_features, test_labels, k=k, block_size=block_size
+    )

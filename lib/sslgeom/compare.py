@@ -54,6 +54,35 @@ def _check_table(table: pd.DataFrame) -> None:
         )
 
 
+def select_models(models: Sequence[str] | None = None, models_per_paradigm: int = 0) -> list[str]:
+    """The model names a chapter studies.
+
+    Parameters
+    ----------
+    models
+        Explicit names (default zoo or ``published/<key>``); ``None`` means the default zoo.
+    models_per_paradigm
+        With ``models=None``: keep only the first this many models of each paradigm in manifest
+        order (``0`` keeps all). The smoke profile uses it to run on a small zoo.
+
+    Returns
+    -------
+    list of str
+    """
+    if models is not None:
+        if isinstance(models, str) or not all(isinstance(name, str) for name in models):
+            raise TypeError(f"models must be a list of model names or None, got {models!r}")
+        return list(models)
+    if not isinstance(models_per_paradigm, int) or models_per_paradigm < 0:
+        raise ValueError(f"models_per_paradigm must be a non-negative integer, got {models_per_paradigm!r}")
+    from . import zoo
+
+    manifest = zoo.manifest()
+    if models_per_paradigm:
+        manifest = manifest.groupby("paradigm", sort=False).head(models_per_paradigm)
+    return list(manifest["name"])
+
+
 def model_labels(model_names: Sequence[str]) -> pd.DataFrame:
     """The labels that could explain a model's geometry: method, paradigm, backbone, policy.
 
