@@ -35,7 +35,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:", "chrome:", "devtools:")
@@ -91,23 +90,10 @@ def find_chromium() -> tuple[str, str] | None:
 
 def toc_pages(toc_path: Path = REPO / "_toc.yml") -> list[str]:
     """HTML paths (relative to the book root) of the root page and every ``file`` in ``_toc.yml``."""
-    toc = yaml.safe_load(toc_path.read_text())
-    pages: list[str] = []
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run_notebooks import toc_files
 
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if isinstance(node.get(key), str):
-                    pages.append(node[key] + ".html")
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
-    return ["index.html", *pages]
+    return ["index.html", *(entry + ".html" for entry in toc_files(toc_path))]
 
 
 def start_browser(browser: str, driver_path: str, width: int = 1400, height: int = 1600):

@@ -35,17 +35,16 @@ PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", 
             "matplotlib", "papermill", "jupyter-book", "myst-nb")
 
 
-def toc_chapters(toc_path: Path = REPO / "_toc.yml") -> list[str]:
-    """Stems of the notebook chapters listed in the table of contents, in reading order."""
+def toc_files(toc_path: Path = REPO / "_toc.yml") -> list[str]:
+    """Every ``root`` and ``file`` entry of the table of contents, in reading order."""
     toc = yaml.safe_load(toc_path.read_text())
     found: list[str] = []
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
             for key in ("root", "file"):
-                value = node.get(key)
-                if isinstance(value, str) and value.startswith("chapters/") and value != "chapters/execution":
-                    found.append(value.removeprefix("chapters/"))
+                if isinstance(node.get(key), str):
+                    found.append(node[key])
             for value in node.values():
                 if isinstance(value, (list, dict)):
                     walk(value)
@@ -55,6 +54,15 @@ def toc_chapters(toc_path: Path = REPO / "_toc.yml") -> list[str]:
 
     walk(toc)
     return found
+
+
+def toc_chapters(toc_path: Path = REPO / "_toc.yml") -> list[str]:
+    """Stems of the notebook chapters listed in the table of contents, in reading order."""
+    return [
+        entry.removeprefix("chapters/")
+        for entry in toc_files(toc_path)
+        if entry.startswith("chapters/") and entry != "chapters/execution"
+    ]
 
 
 def params_path(profile: str) -> Path:
