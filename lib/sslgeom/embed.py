@@ -14,15 +14,15 @@ every finished entry and recomputes only the missing ones.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from . import cache
+from .threads import torch_threads
 
 __all__ = ["ModelLike", "resolve_model", "model_name", "model_fingerprint", "embed_images",
            "embed", "embed_lazy", "l2_normalize", "EMBED_VERSION"]
@@ -122,19 +122,6 @@ def _as_uint8_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return images
 
 
-@contextlib.contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    if num_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def embed_images(
     model: str | ModelLike,
     images: torch.Tensor | np.ndarray,
@@ -179,7 +166,7 @@ def embed_images(
     layout = torch.channels_last if channels_last else torch.contiguous_format
     backbone = backbone.to(memory_format=layout)
     chunks = []
-    with _torch_threads(num_threads), torch.inference_mode():
+    with torch_threads(num_threads), torch.inference_mode():
         starts = range(0, images.shape[0], int(batch_size))
         for start in tqdm(starts, desc=f"embed {model_name(loaded)}", disable=not progress,
                           leave=False, unit="batch"):

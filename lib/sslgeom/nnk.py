@@ -23,9 +23,8 @@ Typical use (many small manifolds and a few large ones)::
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,6 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
+
+from .threads import torch_threads
 
 KernelName = Literal["cosine", "gaussian"]
 KERNELS: tuple[str, ...] = ("cosine", "gaussian")
@@ -139,22 +140,9 @@ def _as_tensor(features, device, dtype: torch.dtype) -> torch.Tensor:
     return tensor
 
 
-@contextmanager
-def _torch_threads(n_threads: int | None) -> Iterator[None]:
+def _torch_threads(n_threads: int | None) -> contextlib.AbstractContextManager:
     """Temporarily set torch's intra-op thread count (CPU)."""
-    if n_threads is None:
-        yield
-        return
-    if n_threads < 1:
-        raise ValueError(
-            f"solver_threads / num_threads must be a positive integer or None, got {n_threads}."
-        )
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(n_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(n_threads, name="solver_threads / num_threads")
 
 
 def _resolve_dtype(dtype) -> torch.dtype:
