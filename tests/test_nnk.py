@@ -28,9 +28,14 @@ def _random_spd_problems(batch, m, seed):
     return gram, linear
 
 
-def test_qp_matches_nnls_and_satisfies_kkt():
+SOLVERS = ["compiled", "torch"]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_qp_matches_nnls_and_satisfies_kkt(solver):
     gram, linear = _random_spd_problems(60, 12, seed=1)
-    theta, residual, _ = nnk.nonnegative_qp(torch.from_numpy(gram), torch.from_numpy(linear))
+    theta, residual, _ = nnk.nonnegative_qp(torch.from_numpy(gram), torch.from_numpy(linear),
+                                            solver=solver)
     theta = theta.numpy()
     assert (theta >= 0).all()
     for g, c, t in zip(gram, linear, theta):
@@ -42,17 +47,20 @@ def test_qp_matches_nnls_and_satisfies_kkt():
     assert residual.max() <= nnk.default_kkt_tol("float64")
 
 
-def test_qp_with_all_negative_linear_term_gives_zero():
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_qp_with_all_negative_linear_term_gives_zero(solver):
     gram, linear = _random_spd_problems(5, 6, seed=2)
-    theta, _, _ = nnk.nonnegative_qp(torch.from_numpy(gram), torch.from_numpy(-np.abs(linear)))
+    theta, _, _ = nnk.nonnegative_qp(torch.from_numpy(gram), torch.from_numpy(-np.abs(linear)),
+                                     solver=solver)
     # zero is optimal iff the gradient -c is non-negative, i.e. c <= 0
     assert np.all(theta.numpy() == 0)
 
 
-def test_nnk_weights_match_bounded_minimize():
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_nnk_weights_match_bounded_minimize(solver):
     rng = np.random.default_rng(3)
     points = rng.standard_normal((150, 5))
-    result = nnk.nnk_graph(points, k=15, kernel="gaussian", dtype="float64")
+    result = nnk.nnk_graph(points, k=15, kernel="gaussian", dtype="float64", solver=solver)
     assert result.kkt_residual.max() <= result.kkt_tol
     for node in range(0, 150, 10):
         gram, linear = nnk.node_problem(result, points, node)
@@ -213,14 +221,16 @@ def test_zero_vector_with_cosine_kernel_raises():
     nnk.nnk_graph(points, k=3, kernel="gaussian")
 
 
-def test_duplicates_raise_by_default_and_ridge_handles_them():
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_duplicates_raise_by_default_and_ridge_handles_them(solver):
     rng = np.random.default_rng(11)
     points = rng.standard_normal((40, 4))
     points[7] = points[3]
     points[8] = points[3] + 1e-3
     with pytest.raises(ValueError, match="duplicate"):
-        nnk.nnk_graph(points, k=5, kernel="gaussian")
-    result = nnk.nnk_graph(points, k=5, kernel="gaussian", duplicates="ridge", dtype="float64")
+        nnk.nnk_graph(points, k=5, kernel="gaussian", solver=solver)
+    result = nnk.nnk_graph(points, k=5, kernel="gaussian", duplicates="ridge", dtype="float64",
+                           solver=solver)
     assert np.all(np.isfinite(result.weights))
     # the copy is the nearest candidate of its twin; with the near copy 8 it rebuilds it
     assert result.neighbors[3, 0] == 7 and result.neighbors[7, 0] == 3
@@ -249,3 +259,71 @@ def test_solver_threads_do_not_change_the_result():
     np.testing.assert_allclose(single.weights, shared.weights, atol=1e-12)
     with pytest.raises(ValueError, match="solver_threads"):
         nnk.nnk_graph(points, k=10, solver_threads=0)
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "gaussian"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_and_torch_solvers_agree(kernel, dtype):
+    points = np.random.default_rng(13).standard_normal((300, 12))
+    compiled = nnk.nnk_graph(points, k=20, kernel=kernel, dtype=dtype, solver="compiled")
+    batched = nnk.nnk_graph(points, k=20, kernel=kernel, dtype=dtype, solver="torch")
+    np.testing.assert_array_equal(compiled.neighbors, batched.neighbors)
+    np.testing.assert_allclose(compiled.kernel_values, batched.kernel_values, atol=1e-5)
+    if dtype == "float64":
+        np.testing.assert_allclose(compiled.weights, batched.weights, atol=1e-8)
+        np.testing.assert_allclose(compiled.errors, batched.errors, atol=1e-8)
+    else:
+        # float32 weights are exact only to the KKT tolerance; compare what they achieve on the
+        # float64 problem: the objective (half the reconstruction error, up to a constant)
+        for node in range(0, 300, 7):
+            gram, linear = nnk.node_problem(compiled, points, node)
+            ours = _objective(gram, linear, compiled.weights[node].astype(np.float64))
+            theirs = _objective(gram, linear, batched.weights[node].astype(np.float64))
+            assert ours == pytest.approx(theirs, abs=2e-4)
+    assert compiled.weights.dtype == batched.weights.dtype == np.dtype(dtype)
+    assert compiled.kkt_residual.max() <= compiled.kkt_tol
+
+
+def test_compiled_solver_hands_flagged_nodes_to_torch(monkeypatch):
+    """Nodes the compiled stage flags are re-solved by the torch solver, and only those."""
+    from sslgeom import nnk_compiled
+
+    points = np.random.default_rng(14).standard_normal((120, 6))
+    original = nnk_compiled.nnk_nodes
+    flagged = np.array([3, 50, 119])
+
+    def flagging(*args):
+        outputs = list(original(*args))
+        start, stop = args[3], args[4]
+        status = outputs[-1].copy()
+        for node in flagged[(flagged >= start) & (flagged < stop)]:
+            status[node - start] = nnk_compiled.SINGULAR
+            outputs[0][node - start] = -1.0  # garbage that the retry must overwrite
+        outputs[-1] = status
+        return tuple(outputs)
+
+    monkeypatch.setattr(nnk_compiled, "nnk_nodes", flagging)
+    retried = nnk.nnk_graph(points, k=10, dtype="float64", solver="compiled")
+    monkeypatch.setattr(nnk_compiled, "nnk_nodes", original)
+    reference = nnk.nnk_graph(points, k=10, dtype="float64", solver="torch")
+    assert (retried.weights >= 0).all()
+    np.testing.assert_allclose(retried.weights, reference.weights, atol=1e-10)
+
+
+def test_compiled_qp_reports_iteration_cap_and_then_raises():
+    from sslgeom import nnk_compiled
+
+    gram, linear = _random_spd_problems(4, 8, seed=15)
+    linear = np.abs(linear) + 1.0  # several coordinates must enter, so one step is not enough
+    _, _, _, status = nnk_compiled.solve_batch(gram, linear, 1e-9, 1)
+    assert (status == nnk_compiled.NOT_CONVERGED).any()
+    with pytest.raises(RuntimeError, match="did not converge"):
+        nnk.nonnegative_qp(torch.from_numpy(gram), torch.from_numpy(linear), max_iter=1)
+
+
+def test_bad_solver_choices_raise():
+    points = np.random.default_rng(16).standard_normal((30, 3))
+    with pytest.raises(ValueError, match="solver must be one of"):
+        nnk.nnk_graph(points, k=5, solver="scipy")
+    with pytest.raises(ValueError, match="solver='torch'"):
+        nnk.nnk_graph(points, k=5, solver="compiled", device="cuda")

@@ -33,10 +33,12 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from .threads import torch_threads
+from .threads import numba_threads, torch_threads
 
 KernelName = Literal["cosine", "gaussian"]
 KERNELS: tuple[str, ...] = ("cosine", "gaussian")
+SolverName = Literal["auto", "compiled", "torch"]
+SOLVERS: tuple[str, ...] = ("auto", "compiled", "torch")
 
 # Bytes we allow one block of pairwise distances / gathered candidates to take.
 _BLOCK_BYTES = 1 << 27
@@ -81,7 +83,8 @@ class NNKResult:
         max_{theta_j = 0} -g_j)``: about 1e-15 in float64; in float32 up to about ``kkt_tol``
         (1e-4) when ``K_SS`` is badly conditioned.
     n_iterations : int
-        Active-set iterations of the slowest block.
+        Active-set iterations of the slowest node (compiled solver: coordinates added) or block
+        (torch solver).
     ridge : float
         Value added to the diagonal of every ``K_SS`` (0 unless duplicates were allowed).
     """
@@ -143,6 +146,24 @@ def _as_tensor(features, device, dtype: torch.dtype) -> torch.Tensor:
 def _torch_threads(n_threads: int | None) -> contextlib.AbstractContextManager:
     """Temporarily set torch's intra-op thread count (CPU)."""
     return torch_threads(n_threads, name="solver_threads / num_threads")
+
+
+def _numba_threads(n_threads: int | None) -> contextlib.AbstractContextManager:
+    """Temporarily set numba's thread count (the compiled per-node stage)."""
+    return numba_threads(n_threads, name="solver_threads / num_threads")
+
+
+def _use_compiled(solver: str, device) -> bool:
+    """Whether to run the per-node stage with the compiled (numba, CPU) solver."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+    on_cpu = torch.device(device).type == "cpu"
+    if solver == "compiled" and not on_cpu:
+        raise ValueError(
+            f"solver='compiled' runs on the CPU only; use solver='torch' (or 'auto') with "
+            f"device={str(device)!r}."
+        )
+    return solver == "compiled" or (solver == "auto" and on_cpu)
 
 
 def _resolve_dtype(dtype) -> torch.dtype:
@@ -367,13 +388,19 @@ def nonnegative_qp(
     *,
     kkt_tol: float | None = None,
     max_iter: int | None = None,
-    num_threads: int | None = 1,
+    num_threads: int | None = None,
+    solver: SolverName = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Exactly solve a batch of ``min_{theta >= 0} 1/2 theta^T G theta - c^T theta``.
 
-    A primal active-set method run on all problems at once. Phase 1 starts from the
-    unconstrained solution and drops negative coordinates until the solution on the passive set
-    is positive (a feasible point). Phase 2 is Lawson-Hanson: add the coordinate with the most
+    Two exact solvers. ``"compiled"`` (the default on the CPU) runs the Lawson-Hanson
+    active-set method per problem in compiled code (:mod:`sslgeom.nnk_compiled`), in float64,
+    problems spread over threads; a problem it flags (numerically singular passive block, or
+    KKT residual above ``kkt_tol``) is handed to the torch solver. ``"torch"`` is a primal
+    active-set method run on all problems at once with batched tensor operations (any device).
+
+    The torch solver: phase 1 starts from the unconstrained solution and drops negative
+    coordinates until the solution on the passive set is positive (a feasible point). Phase 2 is Lawson-Hanson: add the coordinate with the most
     negative gradient, re-solve, and if some coordinate turns non-positive step back to the
     boundary along the segment and drop it; every step keeps feasibility and lowers the
     objective (adding several coordinates at once was tried and can cycle). A problem stops
@@ -390,10 +417,13 @@ def nonnegative_qp(
         Stop when ``min_j g_j >= -kkt_tol`` over coordinates at zero, with ``g = G theta - c``.
         Default :func:`default_kkt_tol` of the dtype.
     max_iter : int, optional
-        Iteration cap (default ``4 m + 10``); reaching it raises ``RuntimeError``.
+        Iteration cap (default ``4 m + 10``); reaching it raises ``RuntimeError`` (the
+        compiled solver first hands such problems to the torch solver).
     num_threads : int or None
-        CPU threads while solving (default 1, see ``solver_threads`` of :func:`nnk_graph`);
-        ``None`` leaves torch's setting.
+        CPU threads while solving; ``None`` (default) leaves numba's (one per core) or torch's
+        setting.
+    solver : {"auto", "compiled", "torch"}
+        ``"auto"``: compiled for CPU tensors, torch otherwise.
 
     Returns
     -------
@@ -415,8 +445,25 @@ def nonnegative_qp(
     batch, m = linear.shape
     tol = default_kkt_tol(gram.dtype) if kkt_tol is None else float(kkt_tol)
     cap = 4 * m + 10 if max_iter is None else int(max_iter)
-    with _torch_threads(num_threads):
-        return _active_set(gram, linear, tol, cap)
+    if not _use_compiled(solver, gram.device):
+        with _torch_threads(num_threads):
+            return _active_set(gram, linear, tol, cap)
+    from . import nnk_compiled
+
+    gram64 = np.ascontiguousarray(gram.detach().numpy(), dtype=np.float64)
+    linear64 = np.ascontiguousarray(linear.detach().numpy(), dtype=np.float64)
+    with _numba_threads(num_threads):
+        theta, residual, iterations, status = nnk_compiled.solve_batch(gram64, linear64, tol, cap)
+    theta = torch.from_numpy(theta).to(gram.dtype)
+    residual = torch.from_numpy(residual).to(gram.dtype)
+    n_iter = int(iterations.max()) if batch else 0
+    failed = torch.from_numpy(np.flatnonzero(status != nnk_compiled.OK))
+    if failed.numel():
+        with _torch_threads(num_threads):
+            retry, retry_residual, retry_iter = _active_set(gram[failed], linear[failed], tol, cap)
+        theta[failed], residual[failed] = retry, retry_residual
+        n_iter = max(n_iter, retry_iter)
+    return theta, residual, n_iter
 
 
 def _active_set(
@@ -553,7 +600,8 @@ def nnk_graph(
     block_size: int | None = None,
     device: str | torch.device = "cpu",
     dtype="float32",
-    solver_threads: int | None = 1,
+    solver: SolverName = "auto",
+    solver_threads: int | None = None,
     progress: bool = False,
 ) -> NNKResult:
     """Build the NNK graph of a point cloud.
@@ -586,17 +634,22 @@ def nnk_graph(
     kkt_tol : float, optional
         KKT tolerance of the solver; default 1e-9 (float64) or 1e-4 (float32).
     block_size : int, optional
-        Nodes solved per batch; default keeps gathered candidates near 128 MiB.
+        Nodes per batch of the torch solver; default keeps gathered candidates near 128 MiB.
     device : str or torch.device
         Where to compute; CPU by default.
     dtype : {"float32", "float64"}
-        Precision of kNN, kernels and the solver.
+        Precision of kNN and kernels (the compiled solver always solves in float64; the
+        results are returned in this dtype).
+    solver : {"auto", "compiled", "torch"}
+        Engine of the per-node stage (``K_SS``, ``K_Si`` and the exact solve). ``"compiled"``:
+        one node at a time in compiled code (numba), nodes spread over threads; the default on
+        the CPU (about 4x faster there, see ``benchmarks/nnk.py``). ``"torch"``: batched tensor
+        operations, for GPUs. Both return the exact solution; nodes the compiled solver flags
+        (near-singular ``K_SS``) are re-solved by the torch one.
     solver_threads : int or None
-        CPU threads for the per-node stage (gathering candidates, ``K_SS``, the solver);
-        ``None`` leaves torch's setting. Default 1: that stage is many small batched
-        operations, where waiting for other threads costs more than it gains (measured about
-        7x more CPU time with 2 threads on a busy 2-core machine). The kNN search always uses
-        torch's thread setting.
+        CPU threads for the per-node stage; ``None`` (default) uses numba's setting (one per
+        core) for the compiled solver and torch's for the torch solver. The kNN search always
+        uses torch's thread setting.
     progress : bool
         Show tqdm bars.
 
@@ -608,8 +661,9 @@ def nnk_graph(
     Raises
     ------
     ValueError
-        NaN/inf features, fewer than 2 points, ``k >= n_points``, unknown kernel, zero rows
-        with the cosine kernel, duplicates with ``duplicates="raise"``, bad ``sigma``/``power``.
+        NaN/inf features, fewer than 2 points, ``k >= n_points``, unknown kernel or solver,
+        ``solver="compiled"`` off the CPU, zero rows with the cosine kernel, duplicates with
+        ``duplicates="raise"``, bad ``sigma``/``power``.
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}.")
@@ -619,6 +673,7 @@ def nnk_graph(
         raise ValueError(f"sigma must be a positive finite number, got {sigma!r}.")
     if not (np.isfinite(power) and power > 0):
         raise ValueError(f"power must be a positive finite number, got {power!r}.")
+    compiled = _use_compiled(solver, device)
     torch_dtype = _resolve_dtype(dtype)
     points = _as_tensor(features, device, torch_dtype)
     _check_features(points, k)
@@ -649,60 +704,126 @@ def nnk_graph(
         else:
             params = {"power": float(power)}
 
-        weights = torch.zeros_like(sq_dist)
-        kernel_values = torch.empty_like(sq_dist)
-        errors = torch.empty(n_points, dtype=torch_dtype, device=points.device)
-        residuals = torch.empty_like(errors)
-        sq_norms = (points * points).sum(dim=1)
-        rows = block_size or min(2048, _block_rows(k * dim, points.element_size()))
         tol = default_kkt_tol(torch_dtype) if kkt_tol is None else float(kkt_tol)
-        max_iter = 0
-        eye = torch.eye(k, dtype=torch_dtype, device=points.device)
-        # small batched operations: extra threads mostly wait on each other (see solver_threads)
-        with _torch_threads(solver_threads):
-            blocks = tqdm(range(0, n_points, rows), desc="NNK", disable=not progress, leave=False)
-            for start in blocks:
-                stop = min(start + rows, n_points)
-                cand = indices[start:stop]
-                gathered = points.index_select(0, cand.reshape(-1)).view(stop - start, k, dim)
-                inner = torch.bmm(gathered, gathered.transpose(1, 2))  # (b, k, k)
-                node_inner = torch.bmm(gathered, points[start:stop, :, None])[:, :, 0]
-                cand_norms = sq_norms[cand]
-                pair_sq = cand_norms[:, :, None] + cand_norms[:, None, :] - 2.0 * inner
-                node_sq = cand_norms + sq_norms[start:stop, None] - 2.0 * node_inner
-                sq_dist[start:stop] = node_sq.clamp_(min=0.0)
-                gram = _kernel_from_sq_distances(pair_sq.clamp_(min=0.0), kernel, params)
-                gram = gram * (1.0 - eye) + eye * (1.0 + used_ridge)
-                linear = _kernel_from_sq_distances(sq_dist[start:stop], kernel, params)
-                kernel_values[start:stop] = linear
-                theta, residual, n_iter = nonnegative_qp(gram, linear, kkt_tol=tol,
-                                                         num_threads=solver_threads)
-                max_iter = max(max_iter, n_iter)
-                weights[start:stop] = theta
-                residuals[start:stop] = residual
-                # error with K(x_i, x_i) = 1 (both kernels) and without the ridge
-                quad = torch.bmm(gram, theta[:, :, None])[:, :, 0] - used_ridge * theta
-                errors[start:stop] = (
-                    1.0 - 2.0 * (linear * theta).sum(1) + (theta * quad).sum(1)
-                ).clamp(min=0.0)
+        stage = dict(kernel=kernel, params=params, ridge=used_ridge, tol=tol,
+                     threads=solver_threads, progress=progress)
+        if compiled:
+            solved = _per_node_compiled(points, indices, **stage)
+            failed = np.flatnonzero(solved.pop("status") != 0)
+            if failed.size:  # near-singular K_SS or KKT not met: the torch solver adds jitter
+                retry = _per_node_torch(points, indices, torch.from_numpy(failed), block_size,
+                                        **stage)
+                for name, values in retry.items():
+                    if name == "n_iterations":
+                        solved[name] = max(solved[name], values)
+                    else:
+                        solved[name][failed] = values.cpu().numpy().astype(solved[name].dtype)
+        else:
+            everything = torch.arange(points.shape[0], device=points.device)
+            solved = {name: values.cpu().numpy() if isinstance(values, torch.Tensor) else values
+                      for name, values in
+                      _per_node_torch(points, indices, everything, block_size, **stage).items()}
 
     neighbors_np = indices.cpu().numpy()
-    weights_np = weights.cpu().numpy()
-    errors_np = errors.cpu().numpy()
     return NNKResult(
         neighbors=neighbors_np,
-        weights=weights_np,
-        errors=errors_np,
-        sq_distances=sq_dist.cpu().numpy(),
-        kernel_values=kernel_values.cpu().numpy(),
-        adjacency=symmetrize(neighbors_np, weights_np, errors_np),
+        weights=solved["weights"],
+        errors=solved["errors"],
+        sq_distances=solved["sq_distances"],
+        kernel_values=solved["kernel_values"],
+        adjacency=symmetrize(neighbors_np, solved["weights"], solved["errors"]),
         kernel=kernel,
         kernel_params=params,
         kkt_tol=tol,
-        kkt_residual=residuals.cpu().numpy(),
-        n_iterations=max_iter,
+        kkt_residual=solved["kkt_residual"],
+        n_iterations=int(solved["n_iterations"]),
         ridge=used_ridge,
     )
+
+
+def _per_node_compiled(
+    points: torch.Tensor, indices: torch.Tensor, *, kernel: str, params: dict, ridge: float,
+    tol: float, threads: int | None, progress: bool, chunk: int = 4096,
+) -> dict:
+    """Per-node stage with the compiled solver; arrays ``(n_points, ...)`` in the points' dtype.
+
+    Returns the per-node arrays and ``status`` (non-zero where the torch solver must retry).
+    """
+    from . import nnk_compiled
+
+    array = np.ascontiguousarray(points.numpy())
+    neighbors = np.ascontiguousarray(indices.numpy())
+    sq_norms = (array.astype(np.float64) ** 2).sum(axis=1)
+    code = nnk_compiled.COSINE if kernel == "cosine" else nnk_compiled.GAUSSIAN
+    param = params["power"] if kernel == "cosine" else params["sigma"]
+    cap = 4 * neighbors.shape[1] + 10
+    names = ("weights", "errors", "kkt_residual", "kernel_values", "sq_distances", "iterations",
+             "status")
+    parts: dict[str, list] = {name: [] for name in names}
+    starts = range(0, len(array), chunk)
+    with _numba_threads(threads):
+        for start in tqdm(starts, desc="NNK", disable=not progress, leave=False):
+            stop = min(start + chunk, len(array))
+            outputs = nnk_compiled.nnk_nodes(array, sq_norms, neighbors, start, stop, code,
+                                             float(param), float(ridge), tol, cap)
+            for name, values in zip(names, outputs):
+                parts[name].append(values)
+    solved = {name: np.concatenate(values) for name, values in parts.items()}
+    for name in ("weights", "errors", "kkt_residual", "kernel_values", "sq_distances"):
+        solved[name] = solved[name].astype(array.dtype)
+    solved["n_iterations"] = int(solved.pop("iterations").max())
+    return solved
+
+
+def _per_node_torch(
+    points: torch.Tensor, indices: torch.Tensor, nodes: torch.Tensor, block_size: int | None, *,
+    kernel: str, params: dict, ridge: float, tol: float, threads: int | None, progress: bool,
+) -> dict:
+    """Per-node stage with batched tensor operations for the given ``nodes`` (any device)."""
+    n_nodes, k = len(nodes), indices.shape[1]
+    dim = points.shape[1]
+    dtype = points.dtype
+    weights = torch.zeros((n_nodes, k), dtype=dtype, device=points.device)
+    kernel_values = torch.empty_like(weights)
+    sq_distances = torch.empty_like(weights)
+    errors = torch.empty(n_nodes, dtype=dtype, device=points.device)
+    residuals = torch.empty_like(errors)
+    sq_norms = (points * points).sum(dim=1)
+    rows = block_size or min(2048, _block_rows(k * dim, points.element_size()))
+    max_iter = 0
+    eye = torch.eye(k, dtype=dtype, device=points.device)
+    # small batched operations: extra threads mostly wait on each other (see solver_threads)
+    with _torch_threads(threads):
+        blocks = tqdm(range(0, n_nodes, rows), desc="NNK (torch)", disable=not progress,
+                      leave=False)
+        for start in blocks:
+            stop = min(start + rows, n_nodes)
+            node_ids = nodes[start:stop]
+            cand = indices[node_ids]
+            gathered = points.index_select(0, cand.reshape(-1)).view(stop - start, k, dim)
+            inner = torch.bmm(gathered, gathered.transpose(1, 2))  # (b, k, k)
+            node_inner = torch.bmm(gathered, points[node_ids, :, None])[:, :, 0]
+            cand_norms = sq_norms[cand]
+            pair_sq = cand_norms[:, :, None] + cand_norms[:, None, :] - 2.0 * inner
+            node_sq = (cand_norms + sq_norms[node_ids, None] - 2.0 * node_inner).clamp_(min=0.0)
+            sq_distances[start:stop] = node_sq
+            gram = _kernel_from_sq_distances(pair_sq.clamp_(min=0.0), kernel, params)
+            gram = gram * (1.0 - eye) + eye * (1.0 + ridge)
+            linear = _kernel_from_sq_distances(node_sq, kernel, params)
+            kernel_values[start:stop] = linear
+            theta, residual, n_iter = nonnegative_qp(gram, linear, kkt_tol=tol,
+                                                     num_threads=threads, solver="torch")
+            max_iter = max(max_iter, n_iter)
+            weights[start:stop] = theta
+            residuals[start:stop] = residual
+            # error with K(x_i, x_i) = 1 (both kernels) and without the ridge
+            quad = torch.bmm(gram, theta[:, :, None])[:, :, 0] - ridge * theta
+            errors[start:stop] = (
+                1.0 - 2.0 * (linear * theta).sum(1) + (theta * quad).sum(1)
+            ).clamp(min=0.0)
+    return {"weights": weights, "errors": errors, "kkt_residual": residuals,
+            "kernel_values": kernel_values, "sq_distances": sq_distances,
+            "n_iterations": max_iter}
 
 
 def node_problem(result: NNKResult, features, node: int) -> tuple[np.ndarray, np.ndarray]:
