@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/nnk.py            # full grid, writes benchmarks/results/nnk.json
     python benchmarks/nnk.py --quick    # n = 1000 only (smoke test)
+    python benchmarks/nnk.py --sizes 10000 --dims 512 --extra --torch-solver   # one row, both solvers
 """
 
 from __future__ import annotations
@@ -67,13 +68,23 @@ def run_one(task: str, n_points: int, dim: int, k: int, scipy_nodes: int) -> dic
     features = make_features(n_points, dim)
     record: dict = {"task": task, "n": n_points, "dim": dim, "k": k,
                     "threads": torch.get_num_threads()}
+    # Warm-up on 200 points, not timed: torch's thread pool, and numba loading the compiled
+    # solver from its on-disk cache (or compiling it, about 20 s, on the very first run).
+    start = time.perf_counter()
+    warm = make_features(200, dim, seed=1)
+    if task == "knn":
+        nnk.knn(warm, 10, metric="cosine")
+    elif task.startswith("nnk"):
+        nnk.nnk_graph(warm, 10, kernel="cosine", solver=task.partition("-")[2] or "auto")
+    record["warmup_seconds"] = time.perf_counter() - start
     if task == "knn":
         start = time.perf_counter()
         nnk.knn(features, k, metric="cosine")
         record["seconds"] = time.perf_counter() - start
-    elif task == "nnk":
+    elif task in ("nnk", "nnk-torch"):
+        solver = "torch" if task == "nnk-torch" else "auto"
         start = time.perf_counter()
-        result = nnk.nnk_graph(features, k, kernel="cosine", dtype="float32")
+        result = nnk.nnk_graph(features, k, kernel="cosine", dtype="float32", solver=solver)
         record["seconds"] = time.perf_counter() - start
         record["mean_neighbors"] = float(result.n_neighbors.mean())
         record["iterations"] = int(result.n_iterations)
@@ -116,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--scipy-nodes", type=int, default=10_000,
                         help="per-node scipy loop runs on at most this many nodes")
+    parser.add_argument("--torch-solver", action="store_true",
+                        help="also time nnk_graph with solver='torch' (the batched solver)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -131,29 +144,39 @@ def main(argv: list[str] | None = None) -> None:
         configs = [(1_000, d) for d in args.dims]
     configs = sorted(set(configs), key=lambda c: (c[0] * c[1], c))
 
+    tasks = ["knn", "nnk", "scipy"] + (["nnk-torch"] if args.torch_solver else [])
     rows = []
     for n_points, dim in configs:
         row = {"n": n_points, "dim": dim, "k": args.k}
-        for task in ("knn", "nnk", "scipy"):
+        for task in tasks:
             record = _in_subprocess(task, n_points, dim, args.k, args.scipy_nodes)
             row[task] = record
             print(f"  n={n_points} dim={dim} {task}: {record['seconds']:.2f} s, "
                   f"peak {record['peak_rss_mb']:.0f} MB", flush=True)
+        # the per-node stage: everything nnk_graph does after its kNN search
+        row["stage_seconds"] = row["nnk"]["seconds"] - row["knn"]["seconds"]
         row["nnk_over_knn"] = row["nnk"]["seconds"] / row["knn"]["seconds"]
         row["scipy_over_nnk"] = row["scipy"]["seconds"] / row["nnk"]["seconds"]
+        row["scipy_over_stage"] = row["scipy"]["seconds"] / max(row["stage_seconds"], 1e-9)
         rows.append(row)
         _write(args.out, rows, args.quick)  # after every configuration: partial runs survive
 
-    header = (f"{'n':>7} {'dim':>4} {'kNN s':>8} {'NNK s':>8} {'NNK/kNN':>8} {'scipy s':>9} "
-              f"{'scipy/NNK':>9} {'kNN MB':>7} {'NNK MB':>7} {'nbrs':>5}")
+    header = (f"{'n':>7} {'dim':>4} {'kNN s':>7} {'NNK s':>7} {'NNK/kNN':>7} {'stage s':>7} "
+              f"{'scipy s':>8} {'scipy/NNK':>9} {'scipy/stage':>11} {'kNN MB':>7} {'NNK MB':>7} "
+              f"{'nbrs':>5}" + (f" {'torch s':>7}" if args.torch_solver else ""))
     print(header)
     for row in rows:
         mark = "*" if row["scipy"].get("extrapolated") else " "
-        print(f"{row['n']:>7} {row['dim']:>4} {row['knn']['seconds']:>8.2f} "
-              f"{row['nnk']['seconds']:>8.2f} {row['nnk_over_knn']:>8.2f} "
-              f"{row['scipy']['seconds']:>8.1f}{mark} {row['scipy_over_nnk']:>9.1f} "
+        print(f"{row['n']:>7} {row['dim']:>4} {row['knn']['seconds']:>7.2f} "
+              f"{row['nnk']['seconds']:>7.2f} {row['nnk_over_knn']:>7.2f} "
+              f"{row['stage_seconds']:>7.2f} "
+              f"{row['scipy']['seconds']:>7.1f}{mark} {row['scipy_over_nnk']:>9.1f} "
+              f"{row['scipy_over_stage']:>11.1f} "
               f"{row['knn']['peak_rss_mb']:>7.0f} {row['nnk']['peak_rss_mb']:>7.0f} "
-              f"{row['nnk']['mean_neighbors']:>5.1f}")
+              f"{row['nnk']['mean_neighbors']:>5.1f}"
+              + (f" {row['nnk-torch']['seconds']:>7.2f}" if args.torch_solver else ""))
+    print("stage = NNK - kNN: the per-node stage (kernel matrices and exact solves), which the "
+          "scipy loop also does (on the same candidates).")
     print("* scipy time extrapolated linearly from the first "
           f"{args.scipy_nodes} nodes")
 

@@ -648,7 +648,8 @@ def nnk_graph(
         (near-singular ``K_SS``) are re-solved by the torch one.
     solver_threads : int or None
         CPU threads for the per-node stage; ``None`` (default) uses numba's setting (one per
-        core) for the compiled solver and torch's for the torch solver. The kNN search always
+        core) for the compiled solver and one thread for the torch solver on the CPU (its many
+        small batched operations mostly wait on each other with more). The kNN search always
         uses torch's thread setting.
     progress : bool
         Show tqdm bars.
@@ -683,8 +684,6 @@ def nnk_graph(
 
     with torch.no_grad():
         indices, sq_dist = _knn_tensor(points, k, None, progress)
-        n_points, dim = points.shape
-
         # Exact test on the nearest candidate: any duplicated point has its copy there.
         nearest_gap = points - points.index_select(0, indices[:, 0])
         duplicate_pairs = int(((nearest_gap * nearest_gap).sum(dim=1) == 0).sum())
@@ -792,7 +791,10 @@ def _per_node_torch(
     rows = block_size or min(2048, _block_rows(k * dim, points.element_size()))
     max_iter = 0
     eye = torch.eye(k, dtype=dtype, device=points.device)
-    # small batched operations: extra threads mostly wait on each other (see solver_threads)
+    if threads is None and points.device.type == "cpu":
+        # small batched operations: extra threads mostly wait on each other (measured about
+        # 7x more CPU time with 2 threads on a busy 2-core machine)
+        threads = 1
     with _torch_threads(threads):
         blocks = tqdm(range(0, n_nodes, rows), desc="NNK (torch)", disable=not progress,
                       leave=False)
