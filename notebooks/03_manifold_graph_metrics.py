@@ -96,10 +96,14 @@ plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.r
 # $\kappa(x, y) = \tfrac12 + \tfrac12 \cos(x, y)$, which on unit vectors equals
 # $1 - \lVert x - y \rVert^2 / 4$ and has no bandwidth.
 #
-# `sslgeom.nnk.nnk_graph` solves every node's problem exactly: a batched active-set method
-# whose answer satisfies the Karush-Kuhn-Tucker conditions ($\theta \ge 0$, gradient zero on
-# the support and non-negative off it) to a stated tolerance; the tests compare it with a
-# generic bounded solver. The symmetric graph keeps the directed edge $i \to j$ only if $x_i$'s
+# `sslgeom.nnk.nnk_graph` solves every node's problem exactly with the Lawson-Hanson
+# active-set method: start from $\theta = 0$, repeatedly let in the candidate whose gradient
+# is most negative, re-solve on the candidates let in, and step back to the boundary when a
+# weight would turn negative. On the CPU each node is solved in compiled code (numba), nodes
+# spread over the cores; on a GPU a batched version solves all nodes of a block at once. Either
+# way the answer satisfies the Karush-Kuhn-Tucker conditions ($\theta \ge 0$, gradient zero
+# on the support and non-negative off it) to a stated tolerance; the tests compare it with
+# generic solvers (`scipy.optimize.nnls`, bounded L-BFGS-B). The symmetric graph keeps the directed edge $i \to j$ only if $x_i$'s
 # reconstruction error is not larger than $x_j$'s, then takes the elementwise maximum of the
 # two directions, as the reference code does.
 #
