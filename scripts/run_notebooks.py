@@ -10,17 +10,25 @@ goes to ``<output>/execution.json`` and a page ``<output>/execution.md`` that th
 A failing notebook is reported with its name, the failing cell and the error; the remaining
 notebooks still run (so one report lists every failure) and the script exits with status 1.
 
+Re-running is cheap: each record stores a fingerprint of everything the run depends on (the
+notebook source, its parameters, the ``sslgeom`` package sources, the zoo manifest and the
+package versions). When a chapter's executed notebook is present and its last run succeeded
+with the same fingerprint, it is not executed again (the notebooks are deterministic: same
+inputs, same outputs); ``--force`` executes every chapter regardless.
+
 Usage::
 
     python scripts/run_notebooks.py --profile default            # every chapter, into chapters/
     python scripts/run_notebooks.py --profile smoke --only 03     # one chapter, by prefix
     python scripts/run_notebooks.py --profile full --only 04 --output-dir _build/full
+    python scripts/run_notebooks.py --force                       # execute even if unchanged
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import importlib.metadata
 import json
 import platform
@@ -96,6 +104,49 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def input_fingerprint(source: Path, parameters: dict, repo: Path = REPO) -> str:
+    """SHA-256 of everything an execution depends on besides the cache on disk.
+
+    The notebook source, its parameters, every ``lib/sslgeom`` source file, the zoo manifest
+    (which holds each checkpoint's hash) and the package versions.
+    """
+    digest = hashlib.sha256()
+
+    def add(label: str, payload: bytes) -> None:
+        digest.update(label.encode() + b"\0" + hashlib.sha256(payload).digest())
+
+    add("source", source.read_bytes())
+    add("parameters", json.dumps(parameters, sort_keys=True, default=str).encode())
+    for path in sorted((repo / "lib" / "sslgeom").rglob("*.py")):
+        add(str(path.relative_to(repo)), path.read_bytes())
+    manifest = repo / "data" / "zoo" / "manifest.json"
+    add("manifest", manifest.read_bytes() if manifest.exists() else b"")
+    add("versions", json.dumps(package_versions(), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def previous_records(output_dir: Path) -> dict[str, dict]:
+    """Records of the last runs in ``output_dir/execution.json``, by notebook (empty if none)."""
+    json_path = output_dir / "execution.json"
+    if not json_path.exists():
+        return {}
+    try:
+        return {r["notebook"]: r for r in json.loads(json_path.read_text())["records"]}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def reusable(stem: str, fingerprint: str, output_dir: Path, previous: dict[str, dict]) -> bool:
+    """Whether the executed notebook in ``output_dir`` came from a successful run on these inputs."""
+    record = previous.get(stem)
+    return (
+        record is not None
+        and record.get("status") == "ok"
+        and record.get("fingerprint") == fingerprint
+        and (output_dir / f"{stem}.ipynb").exists()
+    )
+
+
 def hide_injected_cells(notebook_path: Path) -> None:
     """Tag the cell papermill injected so that the book removes it from the page."""
     import nbformat
@@ -118,22 +169,33 @@ def describe_failure(error: Exception) -> str:
 
 
 def run_one(
-    stem: str, parameter_file: Path, output_dir: Path, kernel: str, source_dir: Path = REPO / "notebooks"
+    stem: str, parameter_file: Path, output_dir: Path, kernel: str, source_dir: Path = REPO / "notebooks",
+    force: bool = True,
 ) -> dict:
-    """Convert, execute and post-process one notebook; return its execution record."""
+    """Convert, execute and post-process one notebook; return its execution record.
+
+    With ``force=False`` a notebook whose last successful run in ``output_dir`` had the same
+    :func:`input_fingerprint` is not executed again; its previous record is returned with
+    ``"reused": True``.
+    """
     import jupytext
     import papermill
 
     source = source_dir / f"{stem}.py"
     if not source.exists():
         raise SystemExit(f"_toc.yml lists chapters/{stem} but its source {source} does not exist")
+    parameters = load_parameters(parameter_file, stem)
+    fingerprint = input_fingerprint(source, parameters)
+    previous = previous_records(output_dir)
+    if not force and reusable(stem, fingerprint, output_dir, previous):
+        return {**previous[stem], "reused": True}
     output_dir.mkdir(parents=True, exist_ok=True)
     unexecuted = output_dir / f".{stem}.input.ipynb"
     executed = output_dir / f"{stem}.ipynb"
     jupytext.write(jupytext.read(source), unexecuted)
-    parameters = load_parameters(parameter_file, stem)
     profile = str(parameters.get("profile", parameter_file.stem))
     record = {"notebook": stem, "profile": profile, "parameters": parameters,
+              "fingerprint": fingerprint, "reused": False,
               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     start = time.perf_counter()
     try:
@@ -163,7 +225,9 @@ def write_execution_page(records: list[dict], output_dir: Path) -> None:
         "# Execution report",
         "",
         "This page is written by `scripts/run_notebooks.py` each time the book is built: it records how "
-        "each chapter was executed for the pages you are reading.",
+        "each chapter was executed for the pages you are reading. A chapter whose inputs (source, "
+        "parameters, the `sslgeom` package, the zoo manifest, package versions) have not changed since "
+        "its last successful run is not executed again; its row then shows that run.",
         "",
         "| chapter | profile | status | wall time (s) | started (UTC) |",
         "|---|---|---|---|---|",
@@ -187,14 +251,7 @@ def write_execution_page(records: list[dict], output_dir: Path) -> None:
 
 def update_execution_report(records: list[dict], output_dir: Path) -> None:
     """Merge ``records`` into ``output_dir/execution.json`` (keeping chapters not rerun) and rewrite the page."""
-    previous = {}
-    json_path = output_dir / "execution.json"
-    if json_path.exists():
-        try:
-            previous = {r["notebook"]: r for r in json.loads(json_path.read_text())["records"]}
-        except (ValueError, KeyError):
-            previous = {}
-    merged = {**previous, **{r["notebook"]: r for r in records}}
+    merged = {**previous_records(output_dir), **{r["notebook"]: r for r in records}}
     order = toc_chapters()
     write_execution_page([merged[s] for s in order if s in merged], output_dir)
 
@@ -209,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="where executed notebooks go (default: chapters/ for the book)")
     parser.add_argument("--kernel", default="python3")
+    parser.add_argument("--force", action="store_true",
+                        help="execute every chapter even if its inputs are unchanged since its last successful run")
     args = parser.parse_args(argv)
 
     parameter_file = args.params.resolve() if args.params else params_path(args.profile)
@@ -224,8 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for stem in stems:
         print(f"[run_notebooks] {stem} ({parameter_file.name}) ...", flush=True)
-        record = run_one(stem, parameter_file, output_dir, args.kernel)
+        record = run_one(stem, parameter_file, output_dir, args.kernel, force=args.force)
         records.append(record)
+        if record.get("reused"):
+            print(f"[run_notebooks] {stem}: unchanged since its run of {record['started']}, not re-executed "
+                  "(--force to execute)", flush=True)
+            continue
         status = "ok" if record["status"] == "ok" else f"FAILED: {record['error']}"
         print(f"[run_notebooks] {stem}: {status} in {record['wall_seconds']} s", flush=True)
         update_execution_report([record], output_dir)

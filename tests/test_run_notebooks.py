@@ -62,3 +62,34 @@ def test_succeeding_notebook_hides_injected_parameters(tiny):
 def test_unknown_profile_names_the_available_ones():
     with pytest.raises(SystemExit, match="available"):
         run_notebooks.params_path("huge")
+
+
+def test_unchanged_chapter_is_reused_and_changes_rerun_it(tiny, monkeypatch):
+    """A second run on the same inputs reuses the executed notebook; new parameters, a new
+    source or a failed last run execute it again; force always executes."""
+    out = tiny / "out"
+    first = run_notebooks.run_one("99_tiny", _params(tiny, 2), out, "python3", source_dir=tiny / "src",
+                                  force=False)
+    assert first["status"] == "ok" and not first["reused"]
+
+    def again(value, **kwargs):
+        return run_notebooks.run_one("99_tiny", _params(tiny, value), out, "python3",
+                                     source_dir=tiny / "src", **kwargs)
+
+    monkeypatch.setattr(run_notebooks, "toc_chapters", lambda: ["99_tiny"])
+    run_notebooks.update_execution_report([first], out)
+    reused = again(2, force=False)
+    assert reused["reused"] and reused["started"] == first["started"]
+    assert not again(2, force=True)["reused"]  # --force
+    changed = again(3, force=False)  # new parameters
+    assert not changed["reused"] and changed["parameters"]["value"] == 3
+    run_notebooks.update_execution_report([changed], out)
+    (tiny / "src" / "99_tiny.py").write_text(NOTEBOOK + "\n# %%\nextra = 1\n")  # new source
+    assert not again(3, force=False)["reused"]
+    failed = again(0, force=False)
+    run_notebooks.update_execution_report([failed], out)
+    assert failed["status"] == "failed" and not again(0, force=False)["reused"]
+    (out / "99_tiny.ipynb").unlink()
+    run_notebooks.update_execution_report([again(3, force=False)], out)
+    (out / "99_tiny.ipynb").unlink()  # a missing executed notebook is never "reused"
+    assert not again(3, force=False)["reused"]
