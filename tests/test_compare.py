@@ -210,6 +210,24 @@ def test_grouped_nnk_accepts_repeated_points_and_rejects_bad_input():
         compare.grouped_nnk(clouds, k=3)
 
 
+def test_summary_rows_carry_the_summaries_of_each_graph():
+    from sslgeom import mgm
+
+    rng = np.random.default_rng(3)
+    nodes = pd.DataFrame({"graph": np.repeat(["nnk", "knn"], 30),
+                          **{metric: rng.random(60) for metric in mgm.METRICS}})
+    rows = compare._summarise(nodes, "augmentation", "blur")
+    assert list(rows.columns) == [c for c in compare.TABLE_COLUMNS if c != "model"]
+    assert len(rows) == 2 * len(mgm.METRICS) * len(mgm.STATISTICS)
+    assert (rows["manifold"] == "augmentation").all() and (rows["family"] == "blur").all()
+    quantiles = {"mean": None, "median": 0.5, "q10": 0.1, "q90": 0.9}
+    for row in rows.itertuples():
+        values = nodes.loc[nodes["graph"] == row.graph, row.metric].to_numpy()
+        level = quantiles[row.statistic]
+        expected = values.mean() if level is None else np.quantile(values, level)
+        assert row.value == pytest.approx(expected)
+
+
 @pytest.fixture
 def tiny_zoo(monkeypatch, tmp_path):
     """Two random-initialisation ConvNets written as a default zoo, and an empty cache."""
@@ -229,9 +247,15 @@ def tiny_zoo(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_geometry_table_of_zoo_models(tiny_zoo, monkeypatch):
+    from sslgeom import zoo
+
     settings = dict(k=5, n_per_class=8, families=["rotation", "blur"], n_base=3, n_views=6, k_augmentation=4,
                     progress=False)
+    loads = []
+    load = zoo.load
+    monkeypatch.setattr(zoo, "load", lambda name, **kwargs: loads.append(name) or load(name, **kwargs))
     table = compare.geometry_table(tiny_zoo, **settings)
+    assert sorted(loads) == sorted(tiny_zoo)  # one load per model serves every part
     assert list(table.columns) == list(compare.TABLE_COLUMNS)
     assert set(table["model"]) == set(tiny_zoo)
     assert set(table["graph"]) == {"nnk", "knn"}
@@ -245,6 +269,7 @@ def test_geometry_table_of_zoo_models(tiny_zoo, monkeypatch):
     assert vectors.shape[0] == 2 and np.isfinite(vectors.to_numpy()).all()
     # second call is read from the cache and identical; other settings give other numbers
     pd.testing.assert_frame_equal(table, compare.geometry_table(tiny_zoo, **settings))
+    assert len(loads) == len(tiny_zoo)  # read from the cache without loading a model
     only_nnk = compare.geometry_table(tiny_zoo, **{**settings, "graphs": ["nnk"], "k": 3})
     assert set(only_nnk["graph"]) == {"nnk"}
     changed = only_nnk.query("manifold == 'semantic'").merge(

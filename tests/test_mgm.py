@@ -1,6 +1,8 @@
 """Tests of sslgeom.mgm: metric definitions against independent computations, and the
 behaviour on synthetic manifolds of known dimension and curvature."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,6 +32,72 @@ def test_largest_principal_angles_match_scipy():
         bases_a, np.array([p[0] for p in pairs]), bases_b, np.array([p[1] for p in pairs])
     )
     np.testing.assert_allclose(got, expected, atol=1e-10)
+
+
+def _rotated_pair(rng, dim, angle, dims_a, dims_b):
+    """Bases of two subspaces whose largest principal angle is ``angle`` (exactly, before the
+    common random rotation): B shares A's directions except the first, tilted by ``angle``."""
+    rotation = _orthonormal(rng, dim, dim)
+    a = np.eye(dim)[:, :dims_a]
+    b = np.eye(dim)[:, :dims_b].copy()
+    b[:, 0] = np.cos(angle) * np.eye(dim)[:, 0] + np.sin(angle) * np.eye(dim)[:, dims_b]
+    return rotation @ a, rotation @ b
+
+
+@pytest.mark.parametrize("angle", [1e-9, 1e-4, 0.3, np.pi / 4, 1.2, np.pi / 2 - 1e-9])
+def test_largest_principal_angles_are_accurate_from_tiny_to_right_angles(angle):
+    rng = np.random.default_rng(7)
+    dim, width = 9, 4
+    pairs = [(1, 1), (2, 3), (3, 2), (4, 4)]
+    bases_a, bases_b = np.zeros((len(pairs), dim, width)), np.zeros((len(pairs), dim, width))
+    for p, (da, db) in enumerate(pairs):
+        # the tilted direction must lie in the smaller subspace for the largest angle to be `angle`
+        small, large = _rotated_pair(rng, dim, angle, min(da, db), max(da, db))
+        a, b = (small, large) if da <= db else (large, small)
+        bases_a[p, :, :da], bases_b[p, :, :db] = a, b
+        assert subspace_angles(a, b).max() == pytest.approx(angle, rel=1e-6, abs=1e-15)
+    got = mgm.largest_principal_angles(
+        bases_a, np.array([p[0] for p in pairs]), bases_b, np.array([p[1] for p in pairs])
+    )
+    np.testing.assert_allclose(got, angle, rtol=1e-6, atol=1e-15)
+
+
+def test_largest_principal_angles_of_an_empty_subspace_are_nan_and_bad_shapes_raise():
+    rng = np.random.default_rng(8)
+    bases = np.zeros((2, 5, 2))
+    bases[:, :, :1] = _orthonormal(rng, 5, 1)
+    got = mgm.largest_principal_angles(bases, np.array([1, 0]), bases, np.array([1, 1]))
+    assert got[0] == pytest.approx(0.0, abs=1e-12) and np.isnan(got[1])
+    with pytest.raises(ValueError, match="same shape"):
+        mgm.largest_principal_angles(bases, np.array([1, 1]), bases[:1], np.array([1]))
+    with pytest.raises(ValueError, match="integers in"):
+        mgm.largest_principal_angles(bases, np.array([1, 3]), bases, np.array([1, 1]))
+
+
+def test_tangent_bases_match_an_svd_of_each_nodes_neighbours():
+    rng = np.random.default_rng(9)
+    n_nodes, k, dim = 40, 7, 12
+    offsets = rng.standard_normal((n_nodes, k, 3)) @ rng.standard_normal((3, dim))
+    offsets += 0.05 * rng.standard_normal((n_nodes, k, dim))
+    mask = rng.random((n_nodes, k)) < 0.6
+    mask[0], mask[1] = False, True  # a node without neighbours and one with all candidates
+    for tangent_dim in (None, 2):
+        bases, dims = mgm.tangent_bases(offsets, mask, tangent_dim, variance_fraction=0.9)
+        assert bases.shape == (n_nodes, dim, 2 if tangent_dim else 7)
+        for node in range(n_nodes):
+            kept = offsets[node][mask[node]]
+            if len(kept) == 0:
+                assert dims[node] == 0 and not bases[node].any()
+                continue
+            _, singular, vh = np.linalg.svd(kept, full_matrices=False)
+            share = np.cumsum(singular**2) / np.sum(singular**2)
+            expected_dim = tangent_dim or int(np.argmax(share >= 0.9 - 1e-12)) + 1
+            expected_dim = min(expected_dim, len(kept))
+            assert dims[node] == expected_dim
+            basis = bases[node, :, : dims[node]]
+            np.testing.assert_allclose(basis.T @ basis, np.eye(dims[node]), atol=1e-12)
+            assert not bases[node, :, dims[node]:].any()
+            assert subspace_angles(basis, vh[: dims[node]].T).max() < 1e-8
 
 
 def test_tangent_bases_recover_a_plane():
@@ -83,6 +151,31 @@ def test_subspace_angle_is_mean_over_neighbours_of_scipy_angle(gaussian_blob):
         assert table.loc[node, "subspace_angle"] == pytest.approx(expected, abs=1e-8)
 
 
+def test_subspace_angle_of_every_knn_node_is_the_mean_of_scipy_angles(gaussian_blob):
+    # kNN neighbourhoods hold many mutual pairs, whose angle is computed once and shared
+    points, result = gaussian_blob
+    table = mgm.node_metrics(result, points, graph="knn")
+    dims = table["tangent_dim"].to_numpy()
+
+    def basis(i):
+        _, _, vh = np.linalg.svd(points[result.neighbors[i]] - points[i], full_matrices=False)
+        return vh[: dims[i]].T
+
+    bases = [basis(i) for i in range(result.n_points)]
+    expected = [np.mean([subspace_angles(bases[i], bases[j]).max() for j in result.neighbors[i]])
+                for i in range(result.n_points)]
+    np.testing.assert_allclose(table["subspace_angle"], expected, atol=1e-8)
+
+
+def test_entropy_of_float32_weights_is_float64_and_zero_without_neighbours():
+    weights = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 0.0], [0.2, 0.3, 0.5]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 on the empty row
+        entropy = mgm._weight_entropy(weights > 0, weights)
+    assert entropy.dtype == np.float64
+    np.testing.assert_allclose(entropy, [np.log(2), 0.0, scipy_entropy([0.2, 0.3, 0.5])], rtol=1e-7)
+
+
 def test_knn_baseline_is_labelled_and_worse_at_reconstruction(gaussian_blob):
     points, result = gaussian_blob
     knn_table = mgm.node_metrics(result, points, graph="knn")
@@ -112,6 +205,25 @@ def test_summarize_statistics():
     assert row["entropy_q90"] == pytest.approx(np.quantile(values**2, 0.9))
     with pytest.raises(ValueError, match="not in the table"):
         mgm.summarize(table, by=["manifold"])
+
+
+def test_summarize_skips_nan_per_group_like_numpy():
+    rng = np.random.default_rng(10)
+    table = pd.DataFrame({"manifold": rng.choice(["a", "b"], 60), "graph": rng.choice(["knn", "nnk"], 60),
+                          "diameter": rng.random(60), "n_neighbors": rng.integers(1, 9, 60)})
+    table.loc[rng.random(60) < 0.2, "diameter"] = np.nan
+    summary = mgm.summarize(table, by=["manifold", "graph"], metrics=["diameter", "n_neighbors"])
+    assert list(summary.columns[:3]) == ["manifold", "graph", "n_nodes"]
+    assert len(summary) == 4
+    for _, row in summary.iterrows():
+        group = table[(table["manifold"] == row["manifold"]) & (table["graph"] == row["graph"])]
+        assert row["n_nodes"] == len(group)
+        for metric in ("diameter", "n_neighbors"):
+            values = group[metric].to_numpy(dtype=float)
+            assert row[f"{metric}_mean"] == pytest.approx(np.nanmean(values))
+            assert row[f"{metric}_median"] == pytest.approx(np.nanmedian(values))
+            assert row[f"{metric}_q10"] == pytest.approx(np.nanquantile(values, 0.1))
+            assert row[f"{metric}_q90"] == pytest.approx(np.nanquantile(values, 0.9))
 
 
 def test_bad_inputs_raise(gaussian_blob):

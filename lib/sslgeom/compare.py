@@ -20,9 +20,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from .embed import ModelLike
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -618,15 +622,20 @@ def _summarise(nodes: pd.DataFrame, manifold: str, family: str) -> pd.DataFrame:
     """Summaries (:data:`sslgeom.mgm.STATISTICS`) of per-node metrics, as geometry-table rows."""
     from . import mgm
 
-    wide = mgm.summarize(nodes, by=["graph"]).drop(columns="n_nodes")
-    long = wide.melt(id_vars="graph", var_name="name", value_name="value")
-    split = long["name"].str.rsplit("_", n=1, expand=True)
-    return pd.DataFrame({"manifold": manifold, "family": family, "graph": long["graph"],
-                         "metric": split[0], "statistic": split[1], "value": long["value"].astype(float)})
+    wide = mgm.summarize(nodes, by=["graph"])
+    pairs = [(metric, statistic) for metric in mgm.METRICS for statistic in mgm.STATISTICS]
+    values = wide[[f"{metric}_{statistic}" for metric, statistic in pairs]].to_numpy(dtype=np.float64)
+    n_graphs = len(wide)
+    # one block of rows per (metric, statistic), the graphs inside each block
+    return pd.DataFrame({"manifold": manifold, "family": family,
+                         "graph": np.tile(wide["graph"].to_numpy(), len(pairs)),
+                         "metric": np.repeat([metric for metric, _ in pairs], n_graphs),
+                         "statistic": np.repeat([statistic for _, statistic in pairs], n_graphs),
+                         "value": values.T.ravel()})
 
 
-def _semantic_part(model: str, settings: dict, graphs: Sequence[str], device: str) -> pd.DataFrame:
-    """Summaries of the pooled and within-class semantic manifolds, for ``graphs``."""
+def _semantic_part(model: str | ModelLike, settings: dict, graphs: Sequence[str], device: str) -> pd.DataFrame:
+    """Summaries of the pooled and within-class semantic manifolds of ``model`` (name or loaded), for ``graphs``."""
     from . import manifolds
 
     k, kernel = settings["k"], settings["kernel"]
@@ -642,8 +651,8 @@ def _semantic_part(model: str, settings: dict, graphs: Sequence[str], device: st
     return pd.concat(parts, ignore_index=True)
 
 
-def _augmentation_part(model: str, settings: dict, graphs: Sequence[str], device: str) -> pd.DataFrame:
-    """Summaries of every augmentation family's curves and of the composition clouds."""
+def _augmentation_part(model: str | ModelLike, settings: dict, graphs: Sequence[str], device: str) -> pd.DataFrame:
+    """Summaries of every augmentation family's curves and of the composition clouds of ``model`` (name or loaded)."""
     from . import manifolds
 
     k, kernel, seed = settings["k_augmentation"], settings["kernel"], settings["seed"]
@@ -672,9 +681,10 @@ _PARTS = {
 
 def _model_geometry(model: str, checkpoint: str, settings: dict, device: str) -> pd.DataFrame:
     """Geometry-table rows of one model, each (part, graph) cached on its own."""
-    from . import cache
+    from . import cache, embed
 
     parts = []
+    loaded = None  # the model, loaded on the first cache miss and shared by every part
     for part, (compute, depends_on) in _PARTS.items():
         if part == "augmentation" and not settings["n_base"]:
             continue
@@ -691,7 +701,9 @@ def _model_geometry(model: str, checkpoint: str, settings: dict, device: str) ->
         missing = [graph for graph in settings["graphs"] if graph not in found]
         if missing:
             # one NNK construction serves every missing graph type
-            fresh = compute(model, settings, missing, device)
+            if loaded is None:
+                loaded = embed.resolve_model(model, device)
+            fresh = compute(loaded, settings, missing, device)
             for graph in missing:
                 found[graph] = fresh[fresh["graph"] == graph].reset_index(drop=True)
                 cache.save_table(paths[graph], found[graph])
@@ -765,6 +777,7 @@ def geometry_table(
     pandas.DataFrame
         Columns :data:`TABLE_COLUMNS`.
     """
+    from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
     from . import zoo
@@ -782,6 +795,9 @@ def geometry_table(
                 "families": None if families is None else list(families), "n_base": int(n_base),
                 "n_points": n_points, "n_views": int(n_views), "k_augmentation": int(k_augmentation),
                 "graphs": sorted(set(graphs)), "seed": int(seed)}  # every value is part of a cache key
-    tables = [_model_geometry(model, zoo.checkpoint_hash(model), settings, device)
-              for model in tqdm(list(model_names), desc="geometry", disable=not progress)]
+    # The work is thousands of tiny matrix products and SVDs: extra BLAS threads only add
+    # synchronisation (measured: a fifth of the time, more on a busy machine).
+    with threadpool_limits(limits=1, user_api="blas"):
+        tables = [_model_geometry(model, zoo.checkpoint_hash(model), settings, device)
+                  for model in tqdm(list(model_names), desc="geometry", disable=not progress)]
     return pd.concat(tables, ignore_index=True)
