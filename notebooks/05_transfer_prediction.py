@@ -300,9 +300,10 @@ for axis, statistic in zip(axes, ["spearman", "r2"]):
     for offset, predictor in enumerate(predictors):
         rows = comparison[comparison["predictor"] == predictor].set_index("target").loc[targets.columns]
         y = positions + (offset - len(predictors) / 2) * 0.1
-        axis.errorbar(rows[statistic], y, xerr=[rows[statistic] - rows[f"{statistic}_low"],
-                                                rows[f"{statistic}_high"] - rows[statistic]],
-                      fmt="o", markersize=3, capsize=1, label=predictor, color=f"C{offset}")
+        # a percentile interval need not contain the point estimate (R² with few models): draw
+        # the interval and the point separately rather than as error bar lengths
+        axis.hlines(y, rows[f"{statistic}_low"], rows[f"{statistic}_high"], color=f"C{offset}", linewidth=1)
+        axis.plot(rows[statistic], y, "o", markersize=3, label=predictor, color=f"C{offset}")
     axis.axvline(0, color="k", linewidth=0.8)
     axis.set_xlabel({"spearman": "Spearman ρ (out of sample)", "r2": "R² (out of sample)"}[statistic])
 axes[1].set_xlim(max(-1.5, comparison["r2_low"].min() - 0.05), 1)

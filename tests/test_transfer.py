@@ -47,6 +47,81 @@ def test_linear_probe_is_deterministic():
     assert transfer.linear_probe(*splits) == transfer.linear_probe(*splits)
 
 
+def _digits_splits():
+    """scikit-learn's 8x8 digits (bundled, offline): a fixed real problem, split 50/20/30 at random.
+    Some pixels are constant, which exercises the scale-1 rule for constant columns."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order]
+    first, second = int(0.5 * len(y)), int(0.7 * len(y))
+    return (x[:first], y[:first]), (x[first:second], y[first:second]), (x[second:], y[second:])
+
+
+def _sklearn_probe(x, y, c):
+    """scikit-learn's LogisticRegression on standardised features, solved far past its default
+    tolerance (on one thread: its OpenMP threads crawl on a busy two-core machine)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, tol=1e-10, max_iter=20000)).fit(x, y)
+
+
+@pytest.mark.parametrize("c", [0.01, 1.0, 10.0])
+def test_probe_solver_reaches_sklearns_optimum(c):
+    (x, y), _, (x_test, y_test) = _digits_splits()
+    mean, scale = transfer._standardiser(x)
+    weights, _ = transfer._fit_logistic(transfer._design(x, mean, scale), y, 10, c)
+    reference = _sklearn_probe(x, y, c)
+    model = reference[-1]
+    theirs = np.vstack([model.coef_.T, model.intercept_])
+    # the objective only fixes the biases up to a common shift, and the optimum has weights summing
+    # to zero over classes; compare class-centred parameters
+    centred = lambda w: w - w.mean(axis=1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(centred(weights), centred(theirs), atol=1e-3 * np.abs(theirs).max())
+    strength = 1.0 / (c * len(y))
+    ours_loss = transfer._loss_gradient(weights, transfer._design(x, mean, scale), y, strength)[0]
+    their_loss = transfer._loss_gradient(theirs, transfer._design(x, mean, scale), y, strength)[0]
+    assert ours_loss <= their_loss + 1e-10 * abs(their_loss)
+    ours = transfer._predict(weights, transfer._design(x_test, mean, scale), np.arange(10))
+    np.testing.assert_array_equal(ours, reference.predict(x_test))
+
+
+def test_linear_probe_matches_sklearn_protocol():
+    """Same validation accuracies, same C, same test accuracy as the protocol run with scikit-learn."""
+    train, val, test = _digits_splits()
+    grid = [0.001, 0.01, 0.1, 1.0, 10.0]
+    result = transfer.linear_probe(train, val, test, c_grid=grid)
+    expected_val = {c: float(np.mean(_sklearn_probe(*train, c).predict(val[0]) == val[1])) for c in grid}
+    assert result.val_accuracy == expected_val
+    best_c = max(grid, key=lambda c: (expected_val[c], -c))
+    assert result.best_c == best_c
+    refit = _sklearn_probe(np.vstack([train[0], val[0]]), np.concatenate([train[1], val[1]]), best_c)
+    assert result.accuracy == float(np.mean(refit.predict(test[0]) == test[1]))
+    assert 0.9 < result.accuracy < 1.0  # a real, not trivially separable, problem
+
+
+def test_linear_probe_warns_when_stopped_early_and_checks_grid():
+    train, val, test = _digits_splits()
+    with pytest.warns(transfer.ProbeConvergenceWarning, match="stopped after 2 steps"):
+        transfer.linear_probe(train, val, test, c_grid=[1.0], max_iter=2)
+    with pytest.raises(ValueError, match="c_grid"):
+        transfer.linear_probe(train, val, test, c_grid=[0.0, 1.0])
+    with pytest.raises(ValueError, match="differ in dimension"):
+        transfer.linear_probe(train, val, (test[0][:, :10], test[1]))
+
+
+def test_linear_probe_labels_need_not_be_contiguous():
+    x, y = _blobs(900, spread=1.5, seed=6)
+    splits = ((x[:400], y[:400]), (x[400:600], y[400:600]), (x[600:], y[600:]))
+    renamed = tuple((features, np.array([10, 30, 70, 90])[labels]) for features, labels in splits)
+    assert transfer.linear_probe(*splits) == transfer.linear_probe(*renamed)
+
+
 # --------------------------------------------------------------------------- few-shot
 
 
@@ -72,6 +147,23 @@ def test_few_shot_interval_covers_true_accuracy():
         covered += run.ci_low <= truth <= run.ci_high
     # nominal 95%: P(covered <= 15 of 20) is about 0.3% if the interval is right
     assert covered >= 16
+
+
+def test_episodes_are_uniform_draws_without_replacement():
+    labels = np.repeat(np.arange(7), [30, 40, 50, 25, 60, 35, 45])
+    members, counts = transfer._class_members(labels, np.arange(7))
+    episodes = transfer._draw_episodes(np.random.default_rng(0), members, counts, 5, 25, 4000)
+    assert episodes.shape == (4000, 5, 25)
+    episode_labels = labels[episodes]
+    assert (episode_labels == episode_labels[:, :, :1]).all()  # one class per row of an episode
+    assert all(len(set(e[:, 0])) == 5 for e in episode_labels)  # distinct classes
+    assert all(len(set(e.ravel())) == 125 for e in episodes)  # no image twice
+    # every class is chosen with probability 5/7; every image of a class of size s with 25/s
+    chosen = np.bincount(episode_labels[:, :, 0].ravel(), minlength=7) / 4000
+    np.testing.assert_allclose(chosen, 5 / 7, atol=0.03)
+    uses = np.bincount(episodes.ravel(), minlength=len(labels))
+    rate = uses / (4000 * 5 / 7 * 25 / counts[labels])
+    assert abs(rate.mean() - 1) < 0.02 and rate.min() > 0.7 and rate.max() < 1.3
 
 
 def test_few_shot_errors():
@@ -147,10 +239,10 @@ def test_ridge_fit_matches_sklearn_and_brute_force_loo():
     x = rng.normal(size=(12, 3))
     x -= x.mean(axis=0)
     y = x @ np.array([1.0, -2.0, 0.5]) + 0.3 * rng.normal(size=12) + 4.0
-    coef, intercept, alpha = transfer._ridge_fit(x, y, alphas=[2.0])
+    coef, intercept, alpha = transfer._ridge_fit(x[None], y[None], alphas=[2.0])  # a batch of one problem
     reference = Ridge(alpha=2.0).fit(x, y)
-    np.testing.assert_allclose(coef, reference.coef_, rtol=1e-10)
-    assert intercept == pytest.approx(reference.intercept_)
+    np.testing.assert_allclose(coef[0], reference.coef_, rtol=1e-10)
+    assert intercept[0] == pytest.approx(reference.intercept_)
     # the chosen penalty minimises the brute-force leave-one-out error
     alphas = [0.01, 1.0, 10.0, 1000.0]
     errors = []
@@ -161,7 +253,13 @@ def test_ridge_fit_matches_sklearn_and_brute_force_loo():
             model = Ridge(alpha=a).fit(x[keep], y[keep])
             residuals.append(y[i] - model.predict(x[i : i + 1])[0])
         errors.append(np.mean(np.square(residuals)))
-    assert transfer._ridge_fit(x, y, alphas)[2] == alphas[int(np.argmin(errors))]
+    assert transfer._ridge_fit(x[None], y[None], alphas)[2][0] == alphas[int(np.argmin(errors))]
+    # a batch gives each problem the answer it gets alone
+    other = rng.normal(size=12)
+    batch = transfer._ridge_fit(np.stack([x, x[::-1]]), np.stack([y, other]), alphas)
+    alone = transfer._ridge_fit(x[::-1][None], other[None], alphas)
+    np.testing.assert_allclose(batch[0][1], alone[0][0], rtol=1e-10)
+    assert batch[2][1] == alone[2][0]
 
 
 def _zoo_like(n_models=20, n_noise=50, seed=0):
@@ -202,11 +300,11 @@ def test_held_out_model_never_reaches_the_fit(monkeypatch):
     original_select, original_fit = transfer._select_columns, transfer._ridge_fit
 
     def spy_select(x, y, n_select):
-        seen.append(("select", set(np.round(y, 12))))
+        seen.append(("select", set(np.round(np.ravel(y), 12))))
         return original_select(x, y, n_select)
 
     def spy_fit(x, y, alphas):
-        seen.append(("fit", set(np.round(y, 12))))
+        seen.append(("fit", set(np.round(np.ravel(y), 12))))
         return original_fit(x, y, alphas)
 
     monkeypatch.setattr(transfer, "_select_columns", spy_select)
@@ -243,6 +341,42 @@ def test_compare_predictors_and_permutation_pvalue():
     again, _ = transfer.compare_predictors({"signal": signal, "noise": noise}, targets,
                                            n_boot=200, n_permutations=49, progress=False)
     pd.testing.assert_frame_equal(table, again)
+
+
+def test_batched_permutations_and_bootstraps_match_plain_loops():
+    """The vectorised p-value and bootstrap intervals equal the one-at-a-time definitions."""
+    target, noise = _zoo_like(n_models=12, n_noise=5, seed=7)
+    descriptors = noise.assign(signal=target + 0.8 * np.random.default_rng(1).normal(size=12))
+    rng = np.random.default_rng(3)
+    observed = transfer.loo_predict(descriptors, target, n_select=2).spearman
+    null = [transfer.loo_predict(descriptors, pd.Series(rng.permutation(target.to_numpy()), index=target.index),
+                                 n_select=2).spearman for _ in range(30)]
+    expected = (1 + np.sum(np.nan_to_num(null, nan=-np.inf) >= observed)) / 31
+    assert transfer.loo_permutation_pvalue(descriptors, target, 30, seed=3, n_select=2) == pytest.approx(expected)
+
+    result = transfer.loo_predict(descriptors, target, n_select=2)
+    measured, predicted = result.measured.to_numpy(), result.predictions.to_numpy()
+    rng = np.random.default_rng(5)
+    draws = {"r2": [], "spearman": [], "kendall": []}
+    for _ in range(200):
+        idx = rng.integers(0, 12, size=12)
+        for name, value in transfer.regression_scores(measured[idx], predicted[idx]).items():
+            draws[name].append(value)
+    intervals = transfer.bootstrap_scores(measured, predicted, n_boot=200, seed=5)
+    for name, values in draws.items():
+        np.testing.assert_allclose(intervals[name], np.nanpercentile(values, [2.5, 97.5]), rtol=1e-12)
+
+    other = transfer.loo_predict(noise, target, n_select=1)
+    rng = np.random.default_rng(2)
+    means = []
+    for _ in range(150):
+        idx = rng.integers(0, 12, size=12)
+        means.append(np.nanmean([transfer.regression_scores(r.measured.to_numpy()[idx], r.predictions.to_numpy()[idx])
+                                 ["kendall"] for r in (result, other)]))
+    _, low, high = transfer.bootstrap_mean_score([result, other], "kendall", n_boot=150, seed=2)
+    np.testing.assert_allclose([low, high], np.nanpercentile(means, [2.5, 97.5]), rtol=1e-12)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        transfer.loo_permutation_pvalue(descriptors, target, 5, n_selct=2)
 
 
 def test_bootstrap_mean_score_brackets_the_mean():
@@ -298,13 +432,17 @@ def test_measure_transfer_same_seeds_same_numbers(tiny_zoo, monkeypatch):
             np.testing.assert_array_equal(getattr(tasks[name], split)[0], getattr(again[name], split)[0])
             np.testing.assert_array_equal(getattr(tasks[name], split)[1], getattr(again[name], split)[1])
     settings = dict(c_grid=[0.1, 1.0], shots=(5,), n_episodes=50, seed=3, progress=False)
-    first = transfer.measure_transfer(["tiny0", "tiny1"], tasks, **settings)
+    first = transfer.measure_transfer(["tiny0", "tiny1"], tasks, n_jobs=1, **settings)
     assert len(first) == 2 * 2 * 2 and first["score"].between(0, 1).all()
     assert set(first["protocol"]) == {"linear", "5way5shot"}
-    # a fresh cache recomputes everything: same seeds must give the same numbers
+    # a fresh cache recomputes everything: same seeds must give the same numbers, with any n_jobs
     monkeypatch.setenv("SSLGEOM_CACHE", str(tiny_zoo / "second"))
-    second = transfer.measure_transfer(["tiny0", "tiny1"], tasks, **settings)
+    second = transfer.measure_transfer(["tiny0", "tiny1"], tasks, n_jobs=2, **settings)
     pd.testing.assert_frame_equal(first, second)
+    # the cached tables are what a third call returns
+    pd.testing.assert_frame_equal(first, transfer.measure_transfer(["tiny0", "tiny1"], tasks, **settings))
+    with pytest.raises(ValueError, match="n_jobs"):
+        transfer.measure_transfer(["tiny0"], tasks, n_jobs=0, **settings)
     other_seed = transfer.measure_transfer(["tiny0"], tasks, **{**settings, "seed": 4})
     assert not np.allclose(other_seed.query("protocol != 'linear'")["score"],
                            first.query("model == 'tiny0' and protocol != 'linear'")["score"])
