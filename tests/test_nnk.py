@@ -327,3 +327,9 @@ def test_bad_solver_choices_raise():
         nnk.nnk_graph(points, k=5, solver="scipy")
     with pytest.raises(ValueError, match="solver='torch'"):
         nnk.nnk_graph(points, k=5, solver="compiled", device="cuda")
+
+
+def test_compiled_status_code_of_success_matches_nnk():
+    from sslgeom import nnk_compiled
+
+    assert nnk._COMPILED_OK == nnk_compiled.OK
