@@ -251,6 +251,7 @@ def solve_batch(gram, linear, tol, max_iter):
     return theta, residual, iterations, status
 
 
+@njit(cache=True, nogil=True)
 def padded_rows(k: int) -> int:
     """Rows of the per-node buffer: ``k`` candidates and the node, rounded up to 4 (tiles)."""
     return -(-(k + 1) // 4) * 4
@@ -352,7 +353,7 @@ def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, to
     n_points, dim = points.shape
     n_nodes = stop - start
     k = neighbors.shape[1]
-    n_rows = -(-(k + 1) // 4) * 4  # padded_rows(k)
+    n_rows = padded_rows(k)
     weights = np.zeros((n_nodes, k))
     errors = np.zeros(n_nodes)
     residual = np.zeros(n_nodes)
