@@ -37,3 +37,33 @@ def smoke_book_html() -> Path:
     status = build_book.build(smoke_dir, output)
     assert status == 0, "building the smoke book failed (Sphinx warnings or notebook errors above)"
     return output / "html"
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """An empty cache directory of this test's own (``SSLGEOM_CACHE``)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SSLGEOM_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch, private_cache) -> list[str]:
+    """Two random-initialisation ConvNets written as a real default zoo (checkpoints and manifest)
+    in a temporary directory (``SSLGEOM_ZOO_DIR``), with an empty private cache.
+
+    Returns the model names; their paradigms are ``contrastive`` and ``clustering``.
+    """
+    from sslgeom import models, zoo
+
+    directory = tmp_path / "zoo"
+    directory.mkdir()
+    entries = []
+    for seed, paradigm in enumerate(["contrastive", "clustering"]):
+        name = f"tiny-{paradigm}"
+        sha = zoo.save_checkpoint(models.build_backbone("convnet", seed=seed), directory / f"{name}.pt")
+        entries.append({"name": name, "file": f"{name}.pt", "sha256": sha, "backbone": "convnet",
+                        "method": paradigm, "paradigm": paradigm, "policy": "default", "seed": seed})
+    zoo.write_manifest({"models": entries}, directory)
+    monkeypatch.setenv("SSLGEOM_ZOO_DIR", str(directory))
+    return [entry["name"] for entry in entries]

@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from .validation import check_images
+
 __all__ = [
     "FamilySpec",
     "FAMILIES",
@@ -188,17 +190,6 @@ def _check_strength(spec: FamilySpec, strength: float) -> float:
     return strength
 
 
-def _check_images(images: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}.")
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(
-            "images must be a uint8 tensor of shape (batch, channels, height, width); got "
-            f"dtype {images.dtype} and shape {tuple(images.shape)}. Add a channel axis with "
-            "images[:, None] for (batch, height, width) arrays."
-        )
-
-
 def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32) / 255.0
 
@@ -300,7 +291,7 @@ def apply(images: torch.Tensor, family: str, strength: float, *, seed: int = 0) 
     """
     spec = get_family(family)
     strength = _check_strength(spec, strength)
-    _check_images(images)
+    check_images(images)
     if spec.color_only and images.shape[1] != 3:
         raise ValueError(
             f"Family {family!r} needs 3-channel (RGB) images, got {images.shape[1]} channel(s). "
@@ -373,7 +364,7 @@ def random_views(
         Strength used for each family, shape ``(n_images, n_views, n_families)``, families in the
         order of ``composition_order(families)`` (the identity where a family was not applied).
     """
-    _check_images(images)
+    check_images(images)
     if isinstance(n_views, bool) or int(n_views) != n_views or n_views < 1:
         raise ValueError(f"n_views must be a positive integer, got {n_views!r}.")
     n_views = int(n_views)
