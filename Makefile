@@ -5,7 +5,7 @@ PROFILE ?= default
 PARAMS ?= params/$(PROFILE).yaml
 NB ?=
 
-.PHONY: setup book notebooks html test test-lib test-notebooks chapter zoo bench clean
+.PHONY: setup book notebooks html test test-lib test-notebooks chapter zoo bench bench-train clean
 
 setup:
 	@bash scripts/setup.sh
@@ -32,12 +32,16 @@ test: setup
 test-lib: setup
 	$(PY) -m pytest -m "not notebook and not browser"
 
-## Train the default model zoo from scratch (resumable; about 2 hours on 2 cores).
+## Train the designed default zoo (resumable; estimated 2.4 hours on 2 idle cores; --dry-run prints the plan).
 zoo: setup
 	$(PY) scripts/train_zoo.py
 
 bench: setup
 	$(PY) benchmarks/nnk.py
+
+## Training speed: SimCLR step breakdown and images/s, first-zoo settings vs the new ones (benchmarks/results/train.json).
+bench-train: setup
+	$(PY) benchmarks/train.py
 
 clean:
 	rm -rf _build chapters

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from sslgeom import data, params
+from sslgeom import data, params, plots
 
 params.check_common(profile, seed, device)
 params.check(
@@ -67,25 +67,14 @@ glue("n_test", f"{len(test_labels):,}", display=False)
 glue("mean_pixel", f"{train_images.mean():.1f}", display=False)
 
 
-def image_grid(images: np.ndarray, labels: np.ndarray, class_names, per_class: int, rng) -> plt.Figure:
+def class_grid(images: np.ndarray, labels: np.ndarray, class_names, per_class: int, rng) -> plt.Figure:
     """A grid with one row per class and ``per_class`` random examples of it."""
-    n_classes = len(class_names)
-    fig, axes = plt.subplots(n_classes, per_class, figsize=(per_class * 0.9, n_classes * 0.95))
-    axes = np.atleast_2d(axes)
-    for row, name in enumerate(class_names):
-        members = rng.choice(np.flatnonzero(labels == row), size=per_class, replace=False)
-        for col, index in enumerate(members):
-            axis = axes[row, col]
-            axis.imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
-            axis.set_xticks([])
-            axis.set_yticks([])
-        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.tight_layout(pad=0.2)
+    shown = plots.class_examples(labels, len(class_names), per_class, rng)
+    fig, _ = plots.image_grid(images[shown], row_labels=list(class_names))
     return fig
 
 
-rng = np.random.default_rng(seed)
-fig = image_grid(test_images, test_labels, data.FASHION_CLASSES, images_per_class, rng)
+fig = class_grid(test_images, test_labels, data.FASHION_CLASSES, images_per_class, np.random.default_rng(seed))
 glue("fig_fashion_grid", fig, display=False)
 plt.close(fig)
 
@@ -163,7 +152,7 @@ glue("n_digits", f"{sum(digits.split_sizes().values()):,}", display=False)
 glue("n_textures", f"{sum(textures.split_sizes().values()):,}", display=False)
 for task in (digits, textures):
     images, labels = task.train
-    fig = image_grid(images, labels, task.classes, min(images_per_class, 6), np.random.default_rng(seed))
+    fig = class_grid(images, labels, task.classes, min(images_per_class, 6), np.random.default_rng(seed))
     glue(f"fig_{task.name}_grid", fig, display=False)
     plt.close(fig)
 

@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from sslgeom import data, params, published, zoo
+from sslgeom import data, evaluation, params, plots, published, zoo
 from sslgeom.ssl_augment import random_views
 
 params.check_common(profile, seed, device)
@@ -57,9 +57,6 @@ params.check(
 unknown = sorted(set(neighbour_models) - set(zoo.names()))
 if unknown:
     raise ValueError(f"neighbour_models has unknown names {unknown}; choose from {zoo.names(include_published=False)}")
-
-PARADIGM_COLOURS = {"contrastive": "tab:blue", "non-contrastive": "tab:orange", "clustering": "tab:green",
-                    "supervised": "tab:purple", "random": "tab:gray"}
 
 # %% [markdown]
 # ## How the zoo was trained
@@ -135,18 +132,11 @@ glue("batch_size", int(ssl_rows.config.iloc[0]["batch_size"]), display=False)
 # %% tags=["hide-input"]
 train_images, train_labels = data.load_fashion_mnist("train")
 example = torch.from_numpy(train_images[:1])[:, None].repeat(8, 1, 1, 1)
-fig, axes = plt.subplots(2, 9, figsize=(9, 2.3))
-for row, policy in enumerate(["strong", "weak"]):
-    views = random_views(example, policy, torch.Generator().manual_seed(seed))
-    axes[row, 0].imshow(example[0, 0], cmap="gray_r")
-    axes[row, 0].set_title("original" if row == 0 else "", fontsize=8)
-    axes[row, 0].set_ylabel(policy, fontsize=9)
-    for col in range(8):
-        axes[row, col + 1].imshow(views[col, 0], cmap="gray_r", vmin=0, vmax=1)
-for axis in axes.flat:
-    axis.set_xticks([])
-    axis.set_yticks([])
-fig.tight_layout()
+policies = ["strong", "weak"]
+strips = [torch.cat([example[:1] / 255.0, random_views(example, policy, torch.Generator().manual_seed(seed))])
+          for policy in policies]  # views are floats in [0, 1]: the original is scaled to match
+fig, _ = plots.image_grid(torch.stack(strips), row_labels=policies, col_labels=["original"] + [""] * 8,
+                          vmin=0, vmax=1, cell_size=(1.0, 1.15))
 glue("fig_views", fig, display=False)
 plt.close(fig)
 
@@ -203,12 +193,14 @@ plt.close(fig)
 #
 # ## Are the features any good?
 #
-# Each model is checked with one protocol, written once in `sslgeom.probe` and used for every model
+# Each model is checked with one protocol, written once in `sslgeom.evaluation` and used for every model
 # (including the two references): features of the backbone (global average pooling, before any head)
 # for a fixed random subset of the train split and of the test split; a **linear probe** (standardised
 # features, multinomial logistic regression with its regularisation chosen on a validation split,
 # refit, test accuracy); a **kNN** classifier (cosine similarity, 20 neighbours, majority vote); and
-# the **effective rank** of the test features.
+# the **effective rank** of the test features. The linear probe is the one the transfer chapter uses,
+# with the same grid of six regularisation strengths, so the two chapters agree on a model's accuracy
+# for the same images.
 #
 # ```{prf:definition} Effective rank
 # :label: def-effective-rank
@@ -227,23 +219,21 @@ plt.close(fig)
 
 # %% tags=["hide-input"]
 random_probe = table[table.paradigm == "random"].set_index("backbone").probe_accuracy
-ordered = table.sort_values(["backbone", "paradigm", "probe_accuracy"])
-fig, (ax_probe, ax_rank) = plt.subplots(1, 2, figsize=(11, 0.24 * len(ordered) + 1.2), sharey=True)
-positions = np.arange(len(ordered))
-colours = [PARADIGM_COLOURS[p] for p in ordered.paradigm]
-ax_probe.barh(positions, ordered.probe_accuracy, color=colours)
-ax_probe.scatter(ordered.knn_accuracy, positions, marker="|", color="black", s=60, label="kNN accuracy", zorder=3)
+by_name = table.set_index("name")
+fig, (ax_probe, ax_rank) = plt.subplots(1, 2, figsize=(11, 0.24 * len(by_name) + 1.2), sharey=True)
+# ranked by probe accuracy within each backbone, so each backbone's random baseline is one line
+order = plots.model_ranking(ax_probe, by_name.probe_accuracy, by_name.paradigm, groups=by_name.backbone)
+positions = np.arange(len(order))
+ax_probe.scatter(by_name.knn_accuracy[order], positions, marker="|", color="black", s=60, label="kNN accuracy", zorder=3)
 for backbone, accuracy in random_probe.items():
-    rows = positions[(ordered.backbone == backbone).to_numpy()]
+    rows = positions[(by_name.backbone[order] == backbone).to_numpy()]
     ax_probe.plot([accuracy + 0.02] * 2, [rows.min() - 0.5, rows.max() + 0.5], "k--", lw=1)
-ax_probe.set_xlim(min(ordered.knn_accuracy.min(), ordered.probe_accuracy.min()) - 0.02, ordered.probe_accuracy.max() + 0.01)
-ax_probe.set_yticks(positions, ordered.name, fontsize=7)
+ax_probe.set_xlim(min(by_name.knn_accuracy.min(), by_name.probe_accuracy.min()) - 0.02, by_name.probe_accuracy.max() + 0.01)
 ax_probe.set_xlabel("Fashion-MNIST test accuracy")
 ax_probe.legend(fontsize=8, loc="lower right")
-ax_rank.barh(positions, ordered.effective_rank, color=colours)
+plots.model_ranking(ax_rank, by_name.effective_rank, by_name.paradigm, order=order)
 ax_rank.set_xlabel("effective rank of test features")
-handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PARADIGM_COLOURS.values()]
-fig.legend(handles, PARADIGM_COLOURS.keys(), loc="upper center", ncol=5, fontsize=8)
+fig.legend(handles=plots.legend_handles(by_name.paradigm), loc="upper center", ncol=5, fontsize=8)
 fig.tight_layout(rect=(0, 0, 1, 0.96))
 glue("fig_probe", fig, display=False)
 plt.close(fig)
@@ -289,28 +279,20 @@ rng = np.random.default_rng(seed)
 gallery = rng.choice(len(test_images), size=n_gallery, replace=False)
 queries = gallery[:n_queries]
 gallery_images = torch.from_numpy(test_images[gallery])[:, None]
-fig, axes = plt.subplots(len(neighbour_models) * n_queries, n_neighbours + 1,
-                         figsize=(0.75 * (n_neighbours + 1), 0.8 * len(neighbour_models) * n_queries), squeeze=False)
-agreement = {}
-for m, name in enumerate(neighbour_models):
+agreement, grid_rows, grid_cmaps, grid_labels = {}, [], [], []
+for name in neighbour_models:
     model = zoo.load(name, device=device)
-    features = torch.nn.functional.normalize(torch.from_numpy(model.features(gallery_images, device=device)), dim=1)
-    similarity = features[:n_queries] @ features.T
-    similarity[torch.arange(n_queries), torch.arange(n_queries)] = -np.inf  # a query is not its own neighbour
-    neighbours = similarity.topk(n_neighbours, dim=1).indices.numpy()
-    agreement[name] = float((test_labels[gallery][neighbours] == test_labels[queries][:, None]).mean())
-    for q in range(n_queries):
-        row = axes[m * n_queries + q]
-        row[0].imshow(test_images[queries[q]], cmap="gray_r")
-        row[0].set_ylabel(name if q == 0 else "", fontsize=6, rotation=0, ha="right", va="center")
-        for j, index in enumerate(neighbours[q]):
-            same = test_labels[gallery[index]] == test_labels[queries[q]]
-            row[j + 1].imshow(test_images[gallery[index]], cmap="Greens" if same else "Reds")
-for axis in axes.flat:
-    axis.set_xticks([])
-    axis.set_yticks([])
-axes[0, 0].set_title("query", fontsize=7)
-fig.tight_layout(pad=0.2)
+    features = model.features(gallery_images, device=device)
+    # the queries are the first gallery images; a query is not its own neighbour
+    neighbours = evaluation.cosine_neighbours(features[:n_queries], features, n_neighbours, exclude=np.arange(n_queries))
+    same_class = test_labels[gallery][neighbours] == test_labels[queries][:, None]  # (n_queries, n_neighbours)
+    agreement[name] = float(same_class.mean())
+    for q in range(n_queries):  # one grid row per query: the query, then its neighbours
+        grid_rows.append(np.concatenate([test_images[queries[q]][None], test_images[gallery[neighbours[q]]]]))
+        grid_cmaps.append(["gray_r"] + ["Greens" if same else "Reds" for same in same_class[q]])
+        grid_labels.append(name if q == 0 else "")
+fig, _ = plots.image_grid(np.stack(grid_rows), row_labels=grid_labels, col_labels=["query"] + [""] * n_neighbours,
+                          cmap=grid_cmaps, cell_size=(0.75, 0.8), fontsize=6)
 glue("fig_neighbours", fig, display=False)
 plt.close(fig)
 neighbour_table = pd.Series(agreement, name="neighbours with the query's class").to_frame()
@@ -360,29 +342,21 @@ registry
 # `zoo.save_checkpoint` (half precision, atomic, returns the SHA-256) and add an entry to the
 # manifest. The cell below does this in a temporary directory (`$SSLGEOM_ZOO_DIR` points the zoo
 # elsewhere) with a freshly initialised ResNet, then loads it back through the common API. To
-# train a new method instead, register it in `sslgeom.train.METHODS` and add it to
+# train a new method instead, register it in `sslgeom.ssl_methods.METHODS` and add it to
 # `scripts/train_zoo.py`; `make zoo` then trains only what is missing.
 
 # %%
 from sslgeom.models import build_backbone
 
-with tempfile.TemporaryDirectory() as folder:
-    previous = os.environ.get(zoo.ZOO_ENV)
-    os.environ[zoo.ZOO_ENV] = folder
-    try:
-        my_backbone = build_backbone("resnet", seed=seed)
-        sha256 = zoo.save_checkpoint(my_backbone, os.path.join(folder, "my-model.pt"))
-        entry = {"name": "my-model", "method": "random", "paradigm": "random", "backbone": "resnet",
-                 "file": "my-model.pt", "sha256": sha256}
-        zoo.write_manifest({"models": [entry]})
-        mine = zoo.load("my-model")
-        images = torch.from_numpy(test_images[:5])[:, None]
-        print("my-model features:", mine.features(images).shape, "sha256", mine.info["sha256"][:12], "...")
-    finally:
-        if previous is None:
-            os.environ.pop(zoo.ZOO_ENV)
-        else:
-            os.environ[zoo.ZOO_ENV] = previous
+with tempfile.TemporaryDirectory() as folder, zoo.use_zoo_dir(folder):
+    my_backbone = build_backbone("resnet", seed=seed)
+    sha256 = zoo.save_checkpoint(my_backbone, os.path.join(folder, "my-model.pt"))
+    entry = {"name": "my-model", "method": "random", "paradigm": "random", "backbone": "resnet",
+             "file": "my-model.pt", "sha256": sha256}
+    zoo.write_manifest({"models": [entry]})
+    mine = zoo.load("my-model")
+    images = torch.from_numpy(test_images[:5])[:, None]
+    print("my-model features:", mine.features(images).shape, "sha256", mine.info["sha256"][:12], "...")
 
 # %% [markdown]
 # ## Exercises
@@ -418,7 +392,7 @@ with tempfile.TemporaryDirectory() as folder:
 # :class: dropdown
 #
 # Use `model = zoo.load("random-convnet")`, `f = np.sign(model.features(images))` and
-# `sslgeom.probe.effective_rank(f)`. Pooled features after a ReLU are non-negative, so their signs are
+# `sslgeom.baselines.effective_rank(f)`. Pooled features after a ReLU are non-negative, so their signs are
 # almost all `+1`: the effective rank falls towards 1 although the original features were fine. The
 # table of this chapter shows the converse: {glue:text}`n_rank_below_random` of the
 # {glue:text}`n_ssl` self-supervised models have a *lower* effective rank than the random
@@ -431,7 +405,7 @@ with tempfile.TemporaryDirectory() as folder:
 #
 # Add a model of your own: train `sslgeom.train.train_model(TrainConfig("vicreg", "convnet", epochs=1))`
 # on the Fashion-MNIST train split, save it with `zoo.save_checkpoint`, and compare its linear probe
-# (`sslgeom.probe.linear_probe`) with `vicreg-convnet-s0`.
+# (`sslgeom.evaluation.linear_probe`) with `vicreg-convnet-s0`.
 # ```
 #
 # ```{solution} ex-models-own

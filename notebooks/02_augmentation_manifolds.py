@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from sslgeom import augment, data, manifolds, params, zoo
+from sslgeom import augment, data, manifolds, params, plots, zoo
 
 params.check_common(profile, seed, device)
 params.check(
@@ -98,18 +98,14 @@ glue("example_class", data.FASHION_CLASSES[test_labels[example_id]], display=Fal
 glue("example_id", example_id, display=False)
 example_tensor = torch.from_numpy(np.ascontiguousarray(example))
 families = augment.GRAYSCALE_FAMILIES
-fig, axes = plt.subplots(len(families), strip_points, figsize=(strip_points * 0.95, len(families) * 1.05))
-for row, family in enumerate(families):
-    strengths = augment.grid(family, strip_points)
-    views = augment.sweep(example_tensor, family, strengths, seed=seed)[0, :, 0]
-    for col, (strength, view) in enumerate(zip(strengths, views)):
-        axis = axes[row, col]
-        axis.imshow(view.numpy(), cmap="gray_r", vmin=0, vmax=255)
-        axis.set_xticks([])
-        axis.set_yticks([])
+strip_strengths = [augment.grid(family, strip_points) for family in families]
+strips = [augment.sweep(example_tensor, family, strengths, seed=seed)[0, :, 0]
+          for family, strengths in zip(families, strip_strengths)]
+fig, axes = plots.image_grid(torch.stack(strips), row_labels=list(families), cell_size=(0.95, 1.05))
+for row, (family, strengths) in enumerate(zip(families, strip_strengths)):
+    for axis, strength in zip(axes[row], strengths):  # each view's strength, in bold at the identity
         is_identity = strength == augment.FAMILIES[family].identity
         axis.set_title(f"{strength:.3g}", fontsize=7, fontweight="bold" if is_identity else "normal")
-    axes[row, 0].set_ylabel(family, rotation=0, ha="right", va="center", fontsize=8)
 fig.tight_layout(pad=0.2)
 glue("fig_family_strips", fig, display=False)
 plt.close(fig)
@@ -134,16 +130,8 @@ plt.close(fig)
 n_cloud_images, n_cloud_views = 4, 8
 cloud_base = torch.from_numpy(np.ascontiguousarray(test_images[base_ids[:n_cloud_images]][:, None]))
 cloud_views, _ = augment.random_views(cloud_base, n_cloud_views, seed=seed)
-fig, axes = plt.subplots(n_cloud_images, n_cloud_views + 1, figsize=((n_cloud_views + 1) * 0.9, n_cloud_images * 0.95))
-for row in range(n_cloud_images):
-    axes[row, 0].imshow(cloud_base[row, 0].numpy(), cmap="gray_r", vmin=0, vmax=255)
-    for col in range(n_cloud_views):
-        axes[row, col + 1].imshow(cloud_views[row, col, 0].numpy(), cmap="gray_r", vmin=0, vmax=255)
-for axis in axes.ravel():
-    axis.set_xticks([])
-    axis.set_yticks([])
-axes[0, 0].set_title("clean", fontsize=8)
-fig.tight_layout(pad=0.2)
+fig, _ = plots.image_grid(torch.cat([cloud_base[:, None], cloud_views], dim=1),
+                          col_labels=["clean"] + [""] * n_cloud_views)
 glue("fig_random_views", fig, display=False)
 plt.close(fig)
 
@@ -173,26 +161,15 @@ plt.close(fig)
 # of computing them, and an interrupted run resumes where it stopped.
 
 # %% tags=["remove-cell"]
-manifest = zoo.manifest()
-if manifest.empty:
-    raise RuntimeError("The default zoo is empty (no data/zoo/manifest.json entries): train it with `make zoo`.")
-if models is None:
-    # One model per paradigm, in manifest order: the first model listed for each paradigm.
-    models = manifest.drop_duplicates("paradigm")["name"].tolist()
-if profile_models is None:
-    profile_models = manifest["name"].tolist()
-unknown = sorted(set(models) - set(manifest["name"]))
-if unknown:
-    raise params.ParameterError(f"models {unknown} are not in the zoo; available: {manifest['name'].tolist()}")
-unknown = sorted(set(profile_models) - set(manifest["name"]))
-if unknown:
-    raise params.ParameterError(f"profile_models {unknown} are not in the zoo; available: {manifest['name'].tolist()}")
+# None: one model per paradigm (the first listed for each in the manifest) and every model
+models = zoo.select_models(models, models_per_paradigm=1)
+profile_models = zoo.select_models(profile_models)
 all_models = list(dict.fromkeys(list(models) + list(profile_models)))
 glue("n_semantic", f"{10 * n_per_class:,}", display=False)
 glue("n_base_text", f"{n_base:,}", display=False)
 
 # %%
-manifest.set_index("name").loc[models, ["method", "paradigm", "backbone"]]
+zoo.model_labels(models)[["method", "paradigm", "backbone"]]
 
 # %% tags=["remove-stderr"]
 start = time.perf_counter()
@@ -303,15 +280,14 @@ for name in all_models:
     profile_rows.append(manifolds.invariance_table(result.augmentation.values(), info=info))
 profiles = pd.concat(profile_rows, ignore_index=True)
 
-paradigms = list(dict.fromkeys(profiles["paradigm"]))
-paradigm_colors = dict(zip(paradigms, plt.cm.Set1(np.arange(len(paradigms)))))
 n_cols = 4
 n_rows = int(np.ceil(len(families) / n_cols))
 fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.3 * n_cols, 2.7 * n_rows), squeeze=False)
 for axis, family in zip(axes.ravel(), families):
     for (name, paradigm), rows in profiles[profiles["family"] == family].groupby(["model", "paradigm"], sort=False):
         rows = rows.sort_values("strength")
-        axis.plot(rows["strength"], rows["relative_distance"], "-", lw=1.2, color=paradigm_colors[paradigm], alpha=0.85)
+        axis.plot(rows["strength"], rows["relative_distance"], "-", lw=1.2, color=plots.paradigm_colour(paradigm),
+                  alpha=0.85)
     axis.axvline(augment.FAMILIES[family].identity, color="0.6", lw=0.8, ls=":")
     axis.set_title(family, fontsize=9)
     axis.set_xlabel("strength", fontsize=8)
@@ -320,8 +296,7 @@ for axis in axes[:, 0]:
     axis.set_ylabel("relative distance", fontsize=8)
 for axis in axes.ravel()[len(families):]:
     axis.axis("off")
-legend_handles = [plt.Line2D([], [], color=paradigm_colors[p], label=p) for p in paradigms]
-fig.legend(handles=legend_handles, loc="lower right", fontsize=8, frameon=False,
+fig.legend(handles=plots.legend_handles(profiles["paradigm"], style="line"), loc="lower right", fontsize=8, frameon=False,
            bbox_to_anchor=(0.98, 0.08) if len(families) % n_cols else (0.98, 0.0))
 fig.tight_layout()
 glue("fig_invariance_profiles", fig, display=False)
@@ -352,6 +327,7 @@ fig, axis = plt.subplots(figsize=(1.0 * len(families) + 2.5, 0.38 * len(sensitiv
 image = axis.imshow(sensitivity.to_numpy(), cmap="viridis", aspect="auto")
 axis.set_xticks(range(len(families)), families, rotation=30, ha="right", fontsize=8)
 axis.set_yticks(range(len(sensitivity)), [f"{m} ({p})" for m, p in sensitivity.index], fontsize=8)
+plots.colour_tick_labels(axis.get_yticklabels(), sensitivity.index.get_level_values("paradigm"))
 for (i, j), value in np.ndenumerate(sensitivity.to_numpy()):
     axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6.5,
               color="white" if value < np.nanmedian(sensitivity.to_numpy()) else "black")
@@ -372,7 +348,7 @@ by_paradigm.round(2)
 # ```{glue:figure} fig_sensitivity
 # :name: "fig-sensitivity"
 #
-# Sensitivity of every model (rows, grouped by paradigm) to every family (columns): the mean
+# Sensitivity of every model (rows, grouped by paradigm, names coloured by it) to every family (columns): the mean
 # relative distance of the views from the clean image. Read across a row for a model's invariance
 # fingerprint, and down a column to see whether models of the same paradigm agree.
 # ```

@@ -48,6 +48,7 @@ import pandas as pd
 from myst_nb import glue
 
 from sslgeom import data, mgm, nnk, params, synthetic
+from sslgeom.kernels import kernel_ratio_agreement
 
 params.check_common(profile, seed, device)
 params.check(
@@ -157,23 +158,9 @@ demo_points = rng.uniform(-1.0, 1.0, size=(n_demo, 2))
 demo = nnk.nnk_graph(demo_points, k_demo, kernel="gaussian", dtype="float64")
 
 
-def kri_agreement(result: nnk.NNKResult) -> float:
-    """Fraction of pairs of kept NNK neighbours that satisfy the kernel ratio interval."""
-    points = demo_points
-    agree = total = 0
-    for node in range(result.n_points):
-        kept = result.neighbors[node][result.kept[node]]
-        k_i = result.kernel_values[node][result.kept[node]]
-        for a in range(len(kept)):
-            for b in range(a + 1, len(kept)):
-                gap = np.sum((points[kept[a]] - points[kept[b]]) ** 2)
-                k_jl = np.exp(-gap / (2 * result.kernel_params["sigma"] ** 2))
-                agree += k_jl < k_i[a] / k_i[b] < 1 / k_jl
-                total += 1
-    return agree / total
-
-
-glue("demo_kri_agreement", f"{100 * kri_agreement(demo):.1f}", display=False)
+demo_kri = kernel_ratio_agreement(demo_points, demo.neighbors, demo.kept, demo.kernel_values, demo.kernel,
+                                  demo.kernel_params)
+glue("demo_kri_agreement", f"{100 * demo_kri:.1f}", display=False)
 glue("demo_nnk_mean", f"{demo.n_neighbors.mean():.1f}", display=False)
 glue("demo_k", k_demo, display=False)
 

@@ -50,7 +50,7 @@ from IPython.display import display
 from myst_nb import glue
 from scipy.cluster.hierarchy import dendrogram
 
-from sslgeom import compare, params
+from sslgeom import geometry, paradigm, params, plots, zoo
 
 params.check_common(profile, seed, device)
 params.check(
@@ -66,8 +66,9 @@ params.check(
      "sensitivity_n_base": {"type": int, "minimum": 0}, "sensitivity_k": list, "statistics": list,
      "paradigms": list},
 )
-geometry_settings = dict(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base, n_views=n_views,
-                         k_augmentation=k_augmentation, seed=seed, device=device)
+# every choice the geometry table depends on (also its cache key); the device is not one of them
+geometry_settings = geometry.GeometrySettings(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base,
+                                              n_views=n_views, k_augmentation=k_augmentation, seed=seed)
 
 # %% [markdown]
 # ## The models and their labels
@@ -78,8 +79,8 @@ geometry_settings = dict(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_b
 # orientation but left out of the tests, which are about SSL paradigms.
 
 # %% tags=["remove-stderr"]
-names = compare.select_models(models, models_per_paradigm)  # None: the default zoo
-info = compare.model_labels(names)
+names = zoo.select_models(models, models_per_paradigm)  # None: the default zoo
+info = zoo.model_labels(names)
 ssl_names = [n for n in names if info.loc[n, "paradigm"] in paradigms]
 display(info)
 
@@ -98,7 +99,7 @@ if len(set(info.loc[ssl_names, "paradigm"])) < 2:
 #
 # ## The geometry table
 #
-# For each model, `compare.geometry_table` builds the manifolds of the earlier chapters, their NNK
+# For each model, `geometry.geometry_table` builds the manifolds of the earlier chapters, their NNK
 # graphs, and the per-node metrics, and summarises each metric over the nodes of a manifold. The
 # manifolds are: the **semantic** manifold pooled over all classes and the ten within-class
 # manifolds (metrics pooled over classes); one **augmentation** manifold per family and base image
@@ -109,7 +110,7 @@ if len(set(info.loc[ssl_names, "paradigm"])) < 2:
 # statistic.
 
 # %% tags=["remove-stderr"]
-table = compare.geometry_table(names, **geometry_settings)
+table = geometry.geometry_table(names, geometry_settings, device=device)
 table.head(8)
 
 # %% [markdown]
@@ -118,21 +119,20 @@ table.head(8)
 # distances are taken, so that counts, angles and lengths weigh the same.
 
 # %% tags=["remove-stderr"]
-vectors = compare.geometry_vectors(table, graph="nnk", statistics=statistics)
+vectors = paradigm.geometry_vectors(table, graph="nnk", statistics=statistics)
 print(f"{vectors.shape[0]} models x {vectors.shape[1]} geometry features")
 vectors.iloc[:, :6].round(3)
 
 # %% tags=["remove-cell"]
 glue("n_features", vectors.shape[1], display=False)
-distances = compare.model_distances(vectors)
+distances = paradigm.model_distances(vectors)
 label_columns = ["paradigm", "backbone", "policy"]
-palettes = {}
-for column, colour_map in zip(label_columns, ["tab10", "Dark2", "Pastel1"]):  # distinct colours per label
-    values = sorted(info[column].astype(str).unique())
-    colours = plt.get_cmap(colour_map)(np.arange(len(values)) % 8)
-    palettes[column] = dict(zip(values, colours))
+# paradigm and backbone colours are the book's; policies appear only here and get pastel shades
+policies = sorted(info["policy"].astype(str).unique())
+policy_colours = dict(zip(policies, plt.get_cmap("Pastel1")(np.arange(len(policies)) % 8)))
+colour_of = {"paradigm": plots.paradigm_colour, "backbone": plots.backbone_colour, "policy": policy_colours.get}
 n_clusters_all = max(2, info.loc[ssl_names, "paradigm"].nunique())
-clusters_all, tree_all = compare.cluster_models(distances, n_clusters_all, method=linkage_method)
+clusters_all, tree_all = paradigm.cluster_models(distances, n_clusters_all, method=linkage_method)
 
 fig = plt.figure(figsize=(9, 5.2))
 grid = fig.add_gridspec(2, 1, height_ratios=[4, 1], hspace=0.05)
@@ -147,15 +147,16 @@ order = tree_plot["ivl"]
 strip = fig.add_subplot(grid[1])
 for row, column in enumerate(label_columns):
     for position, name in enumerate(order):
-        strip.add_patch(plt.Rectangle((position, row), 1, 0.9, color=palettes[column][str(info.loc[name, column])]))
+        strip.add_patch(plt.Rectangle((position, row), 1, 0.9, color=colour_of[column](str(info.loc[name, column]))))
 strip.set_xlim(0, len(order))
 strip.set_ylim(len(label_columns), -0.1)
 strip.set_yticks(np.arange(len(label_columns)) + 0.45, label_columns)
 strip.set_xticks(np.arange(len(order)) + 0.5, order, rotation=90, fontsize=7)
 for side in ("top", "right", "left", "bottom"):
     strip.spines[side].set_visible(False)
-handles = [plt.Rectangle((0, 0), 1, 1, color=colour, label=f"{column}: {value}")
-           for column in label_columns for value, colour in palettes[column].items()]
+handles = (plots.legend_handles(info["paradigm"], prefix="paradigm: ")
+           + plots.legend_handles(info["backbone"], kind="backbone", prefix="backbone: ")
+           + [plt.Rectangle((0, 0), 1, 1, color=colour, label=f"policy: {value}") for value, colour in policy_colours.items()])
 fig.legend(handles=handles, loc="upper right", fontsize=7, frameon=False, ncol=1, bbox_to_anchor=(1.18, 0.9))
 glue("fig_dendrogram", fig, display=False)
 plt.close(fig)
@@ -176,23 +177,20 @@ ordered = distances.loc[order, order]
 image = axis.imshow(ordered.to_numpy(), cmap="viridis")
 axis.set_xticks(range(len(order)), order, rotation=90, fontsize=7)
 axis.set_yticks(range(len(order)), order, fontsize=7)
-for tick, name in zip(axis.get_yticklabels(), order):
-    tick.set_color(palettes["paradigm"][str(info.loc[name, "paradigm"])])
-for tick, name in zip(axis.get_xticklabels(), order):
-    tick.set_color(palettes["paradigm"][str(info.loc[name, "paradigm"])])
+for tick_labels in (axis.get_yticklabels(), axis.get_xticklabels()):
+    plots.colour_tick_labels(tick_labels, info.loc[order, "paradigm"])
 fig.colorbar(image, ax=axis, shrink=0.8, label="distance (z-scored features)")
 glue("fig_distance_heatmap", fig, display=False)
 plt.close(fig)
 
-coords = compare.embedding_2d(distances, method="mds", seed=seed)
-markers = dict(zip(sorted(info["backbone"].astype(str).unique()), "os^Dvp*"))
+coords = paradigm.embedding_2d(distances, method="mds", seed=seed)
 fig, axis = plt.subplots(figsize=(6.5, 5))
 for name, (x, y) in coords.iterrows():
-    axis.scatter(x, y, s=70, marker=markers[str(info.loc[name, "backbone"])],
-                 color=palettes["paradigm"][str(info.loc[name, "paradigm"])], edgecolor="k", linewidth=0.5)
+    axis.scatter(x, y, s=70, marker=plots.backbone_marker(info.loc[name, "backbone"]),
+                 color=plots.paradigm_colour(info.loc[name, "paradigm"]), edgecolor="k", linewidth=0.5)
     axis.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=p) for p, c in palettes["paradigm"].items()]
-handles += [plt.Line2D([], [], marker=m, linestyle="", color="0.5", label=b) for b, m in markers.items()]
+handles = (plots.legend_handles(info["paradigm"])  # colour: paradigm; shape: backbone
+           + plots.legend_handles(info["backbone"], kind="backbone", style="marker", colour="0.5"))
 axis.legend(handles=handles, fontsize=7, frameon=False, loc="best")
 axis.set_xlabel("MDS 1")
 axis.set_ylabel("MDS 2")
@@ -242,24 +240,10 @@ plt.close(fig)
 # ```
 
 # %% tags=["remove-stderr"]
-ssl_distances = compare.model_distances(vectors.loc[ssl_names])
-
-
-def label_test(distance_matrix: pd.DataFrame, labels: pd.Series, seed: int) -> tuple[dict, compare.PermutationResult]:
-    n_groups = labels.nunique()
-    clusters, _ = compare.cluster_models(distance_matrix, max(2, n_groups), method=linkage_method)
-    result = compare.permutation_test(clusters, labels.astype(str).to_numpy(), n_permutations, seed=seed)
-    return {"groups": n_groups, "ARI": result.ari, "p (ARI)": result.p_ari, "NMI": result.nmi,
-            "p (NMI)": result.p_nmi}, result
-
-
-tests, null_results = {}, {}
-for column in label_columns:
-    labels = info.loc[ssl_names, column]
-    if labels.nunique() < 2:
-        continue  # a label with one value among the SSL models cannot be tested
-    tests[column], null_results[column] = label_test(ssl_distances, labels, seed)
-tests = pd.DataFrame(tests).T
+ssl_distances = paradigm.model_distances(vectors.loc[ssl_names])
+# one test per label that takes two or more values among the SSL models
+tests, null_results = paradigm.label_tests(ssl_distances, info.loc[ssl_names, label_columns],
+                                           n_permutations=n_permutations, method=linkage_method, seed=seed)
 tests.round(3)
 
 # %% tags=["remove-cell"]
@@ -315,8 +299,8 @@ plt.close(fig)
 # about (groups - 1) / (models - 1), shown as the null mean.
 
 # %% tags=["remove-stderr"]
-effects = compare.effect_sizes(vectors.loc[ssl_names], info.loc[ssl_names, "paradigm"].astype(str),
-                               n_permutations=n_permutations, seed=seed)
+effects = paradigm.effect_sizes(vectors.loc[ssl_names], info.loc[ssl_names, "paradigm"].astype(str),
+                                n_permutations=n_permutations, seed=seed)
 effects.head(10).round(3)
 
 # %% tags=["remove-cell"]
@@ -367,7 +351,7 @@ plt.close(fig)
 # model is most invariant to what, and whether that follows the paradigm.
 
 # %% tags=["remove-stderr"]
-invariance = compare.invariance_ranking(table, metric="diameter", statistic="median", graph="nnk")
+invariance = paradigm.invariance_ranking(table, metric="diameter", statistic="median", graph="nnk")
 invariance = invariance.loc[order]
 invariance.assign(paradigm=info.loc[order, "paradigm"])
 
@@ -376,8 +360,7 @@ fig, axis = plt.subplots(figsize=(0.6 * invariance.shape[1] + 3, 0.28 * len(inva
 image = axis.imshow(invariance.to_numpy(), cmap="magma_r", aspect="auto")
 axis.set_xticks(range(invariance.shape[1]), invariance.columns, rotation=45, ha="right", fontsize=8)
 axis.set_yticks(range(len(invariance)), invariance.index, fontsize=7)
-for tick, name in zip(axis.get_yticklabels(), invariance.index):
-    tick.set_color(palettes["paradigm"][str(info.loc[name, "paradigm"])])
+plots.colour_tick_labels(axis.get_yticklabels(), info.loc[invariance.index, "paradigm"])
 fig.colorbar(image, ax=axis, label="rank (1 = most invariant)")
 fig.tight_layout()
 glue("fig_invariance", fig, display=False)
@@ -411,25 +394,11 @@ rank_groups.round(1)
 # geometry table (cached afterwards).
 
 # %% tags=["remove-stderr"]
-variants = {"main": (table, "nnk")}
-nnk_only = {**geometry_settings, "graphs": ["nnk"]}  # the kNN baseline is only needed once
-for other_k in sensitivity_k:
-    variants[f"k={other_k}"] = (compare.geometry_table(names, **{**nnk_only, "k": other_k}), "nnk")
-if sensitivity_kernel and sensitivity_kernel != kernel:
-    variants[f"kernel={sensitivity_kernel}"] = (
-        compare.geometry_table(names, **{**nnk_only, "kernel": sensitivity_kernel}), "nnk")
-if sensitivity_n_base and sensitivity_n_base != n_base:
-    variants[f"n_base={sensitivity_n_base}"] = (
-        compare.geometry_table(names, **{**nnk_only, "n_base": sensitivity_n_base}), "nnk")
-variants["kNN graph"] = (table, "knn")
-
-rows = {}
-for variant, (variant_table, graph) in variants.items():
-    variant_vectors = compare.geometry_vectors(variant_table, graph=graph, statistics=statistics).loc[ssl_names]
-    row, _ = label_test(compare.model_distances(variant_vectors), info.loc[ssl_names, "paradigm"], seed)
-    row["features"] = variant_vectors.shape[1]
-    rows[variant] = row
-sensitivity = pd.DataFrame(rows).T[["features", "ARI", "p (ARI)", "NMI", "p (NMI)"]]
+# the main table, one table per changed choice (NNK metrics only), and the main table's kNN metrics
+variants = paradigm.sensitivity_variants(names, geometry_settings, ks=sensitivity_k, kernel=sensitivity_kernel,
+                                         n_base=sensitivity_n_base, device=device)
+sensitivity = paradigm.sensitivity_table(variants, info.loc[ssl_names, "paradigm"], statistics=statistics,
+                                         n_permutations=n_permutations, method=linkage_method, seed=seed)
 sensitivity.round(3)
 
 # %% tags=["remove-cell"]
@@ -510,14 +479,14 @@ plt.close(fig)
 #
 # Build a synthetic zoo in which geometry follows the paradigm only weakly: vectors equal to a
 # paradigm centre times `s` plus standard normal noise, five models per paradigm, twenty features.
-# For which `s` does `compare.permutation_test` find the structure (p < 0.05) in 80% of repeats?
+# For which `s` does `paradigm.permutation_test` find the structure (p < 0.05) in 80% of repeats?
 # ```
 #
 # ```{solution} ex-geometry-power
 # :class: dropdown
 #
 # Draw centres once, then for each `s` in a grid repeat: draw noise, compute
-# `compare.model_distances`, `compare.cluster_models(..., 3)` and `compare.permutation_test`, and
+# `paradigm.model_distances`, `paradigm.cluster_models(..., 3)` and `paradigm.permutation_test`, and
 # record whether p < 0.05. The fraction is the power at that `s`. With 15 models the power rises
 # steeply only when between-paradigm spread is comparable to within-paradigm spread, which is why a
 # non-significant result on a small zoo is weak evidence of no effect.
@@ -527,15 +496,15 @@ plt.close(fig)
 # :label: ex-geometry-features
 #
 # Restrict the geometry vector to the semantic manifolds (`manifolds=["semantic"]` in
-# `compare.geometry_vectors`) and then to the augmentation manifolds. Which of the two carries the
+# `paradigm.geometry_vectors`) and then to the augmentation manifolds. Which of the two carries the
 # paradigm signal, if any?
 # ```
 #
 # ```{solution} ex-geometry-features
 # :class: dropdown
 #
-# Call `compare.geometry_vectors(table, statistics=statistics, manifolds=["semantic"])`, rebuild the
-# distances for the SSL models and rerun `label_test`; repeat with `["augmentation"]`. Augmentation
+# Call `paradigm.geometry_vectors(table, statistics=statistics, manifolds=["semantic"])`, rebuild the
+# distances for the SSL models and rerun `paradigm.label_test`; repeat with `["augmentation"]`. Augmentation
 # manifolds reflect invariances, which depend on the augmentation policy of training more than on the
 # loss, so a policy effect is most likely to show up there.
 # ```

@@ -60,7 +60,8 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from sslgeom import compare, params, transfer
+from sslgeom import geometry, paradigm, params, plots, prediction, transfer, zoo
+from sslgeom.tasks import build_tasks
 
 params.check_common(profile, seed, device)
 params.check(
@@ -75,8 +76,9 @@ params.check(
      "kernel": {"type": str, "choices": ["cosine", "gaussian"]}, "n_spectrum": {"type": int, "minimum": 10},
      "n_knn_train": {"type": int, "minimum": 20}},
 )
-geometry_settings = dict(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base, n_views=n_views,
-                         k_augmentation=k_augmentation, seed=seed, device=device)
+# the geometry chapter's settings type (also the cache key), so its tables are read from the cache
+geometry_settings = geometry.GeometrySettings(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base,
+                                              n_views=n_views, k_augmentation=k_augmentation, seed=seed)
 
 # %% [markdown]
 # ## Target tasks
@@ -92,21 +94,14 @@ geometry_settings = dict(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_b
 #   domain, and not object-like at all).
 
 # %% tags=["remove-stderr"]
-task_data = transfer.build_tasks(tasks, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+task_data = build_tasks(tasks, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
 sizes = pd.DataFrame({name: {**task.split_sizes(), "classes": len(task.classes)} for name, task in task_data.items()}).T
 sizes
 
 # %% tags=["remove-cell"]
-fig, axes = plt.subplots(len(task_data), 8, figsize=(8, 1.1 * len(task_data)))
 rng = np.random.default_rng(seed)
-for row, (name, task) in enumerate(task_data.items()):
-    images, labels = task.test
-    for col, index in enumerate(rng.choice(len(labels), size=8, replace=False)):
-        axes[row, col].imshow(images[index], cmap="gray_r", vmin=0, vmax=255)
-        axes[row, col].set_xticks([])
-        axes[row, col].set_yticks([])
-    axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-fig.tight_layout(pad=0.2)
+shown = [task.test[0][rng.choice(len(task.test[1]), size=8, replace=False)] for task in task_data.values()]
+fig, _ = plots.image_grid(np.stack(shown), row_labels=list(task_data), cell_size=(1.0, 1.1))
 glue("fig_tasks", fig, display=False)
 plt.close(fig)
 
@@ -126,7 +121,7 @@ plt.close(fig)
 # chosen on the validation split, then refit on train+validation and scored on the test split. Our
 # grid is coarser than theirs ({glue:text}`n_c` values from {glue:text}`c_range` instead of 45) to
 # keep the run short on a CPU. Each fit minimises exactly scikit-learn's `LogisticRegression(C=C)`
-# objective, solved to a gradient below $10^{-8}$ by `sslgeom.transfer` (L-BFGS started from the
+# objective, solved to a gradient below $10^{-8}$ by `sslgeom.evaluation` (L-BFGS started from the
 # exact Hessian, tested against scikit-learn): scikit-learn's own L-BFGS needed hundreds of steps
 # at large `C`, stopped short of the optimum at its default step cap, and gave accuracies that
 # depended on the number of BLAS threads.
@@ -137,10 +132,11 @@ plt.close(fig)
 # with a 95% interval.
 
 # %% tags=["remove-stderr"]
-names = compare.select_models(models, models_per_paradigm)  # None: the default zoo
-info = compare.model_labels(names)
-measured = transfer.measure_transfer(names, task_data, c_grid=c_grid, shots=shots, n_way=n_way,
-                                     n_query=n_query, n_episodes=n_episodes, seed=seed, device=device)
+names = zoo.select_models(models, models_per_paradigm)  # None: the default zoo
+info = zoo.model_labels(names)
+transfer_protocol = transfer.TransferProtocol(c_grid=c_grid, shots=shots, n_way=n_way, n_query=n_query,
+                                              n_episodes=n_episodes, seed=seed)
+measured = transfer.measure_transfer(names, task_data, transfer_protocol, device=device)
 scores = measured.pivot_table(index="model", columns=["task", "protocol"], values="score").loc[names]
 scores.round(3)
 
@@ -156,20 +152,17 @@ glue("max_ci_halfwidth", f"{100 * ((few_shot_rows['ci_high'] - few_shot_rows['ci
      display=False)
 linear = scores.xs("linear", axis=1, level="protocol")[tasks]
 order = linear.mean(axis=1).sort_values().index
-colours = dict(zip(sorted(info["paradigm"].unique()), plt.get_cmap("tab10").colors))
-fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 0.22 * len(order) + 1.2), sharey=True)
-for axis, task in zip(np.atleast_1d(axes), tasks):
+fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 0.22 * len(order) + 1.2), sharey=True,
+                         squeeze=False)
+for axis, task in zip(axes[0], tasks):
     for protocol, marker in [("linear", "o")] + [(f"{n_way}way{s}shot", m) for s, m in zip(shots, "s^")]:
-        rows = measured[(measured["task"] == task) & (measured["protocol"] == protocol)].set_index("model").loc[order]
-        axis.errorbar(rows["score"], np.arange(len(order)),
-                      xerr=None if protocol == "linear" else [rows["score"] - rows["ci_low"], rows["ci_high"] - rows["score"]],
-                      fmt=marker, markersize=4, label=protocol, capsize=1.5)
+        rows = measured[(measured["task"] == task) & (measured["protocol"] == protocol)].set_index("model")
+        plots.model_ranking(axis, rows["score"], info["paradigm"], order=order, style="point", marker=marker,
+                            interval=None if protocol == "linear" else (rows["ci_low"], rows["ci_high"]),
+                            label=protocol)
     axis.set_title(task, fontsize=9)
     axis.set_xlabel("accuracy")
-np.atleast_1d(axes)[0].set_yticks(np.arange(len(order)), order, fontsize=7)
-for tick, name in zip(np.atleast_1d(axes)[0].get_yticklabels(), order):
-    tick.set_color(colours[info.loc[name, "paradigm"]])
-np.atleast_1d(axes)[-1].legend(fontsize=7, frameon=False, loc="lower right")
+axes[0, -1].legend(fontsize=7, frameon=False, loc="lower right")
 fig.tight_layout()
 glue("fig_transfer", fig, display=False)
 plt.close(fig)
@@ -181,7 +174,7 @@ glue("max_task_corr", f"{correlation.to_numpy()[np.triu_indices(len(tasks), 1)].
 # ```{glue:figure} fig_transfer
 # :name: "fig-transfer"
 #
-# Transfer of every model (rows, sorted by mean linear-probe accuracy, names coloured by paradigm)
+# Transfer of every model (rows, sorted by mean linear-probe accuracy; names and points coloured by paradigm)
 # on each task (panels): linear probe (circles) and few-shot accuracy with 95% intervals (squares
 # and triangles). Look at whether the order of models is the same in every panel: if it is, one
 # number per model would summarise transfer; if not, a predictor has to be judged task by task.
@@ -209,15 +202,15 @@ correlation.round(2)
 #   labels.
 
 # %% tags=["remove-stderr"]
-table = compare.geometry_table(names, **geometry_settings)
+table = geometry.geometry_table(names, geometry_settings, device=device)
 baselines = transfer.baseline_table(names, n_spectrum=n_spectrum, n_knn_train=n_knn_train, seed=seed,
                                     device=device)
 predictor_sets = {
-    "MGM (NNK)": compare.geometry_vectors(table, graph="nnk", statistics=statistics),
-    "MGM semantic": compare.geometry_vectors(table, graph="nnk", statistics=statistics, manifolds=["semantic"]),
-    "MGM augmentation": compare.geometry_vectors(table, graph="nnk", statistics=statistics,
-                                                 manifolds=["augmentation"]),
-    "MGM (kNN graph)": compare.geometry_vectors(table, graph="knn", statistics=statistics),
+    "MGM (NNK)": paradigm.geometry_vectors(table, graph="nnk", statistics=statistics),
+    "MGM semantic": paradigm.geometry_vectors(table, graph="nnk", statistics=statistics, manifolds=["semantic"]),
+    "MGM augmentation": paradigm.geometry_vectors(table, graph="nnk", statistics=statistics,
+                                                  manifolds=["augmentation"]),
+    "MGM (kNN graph)": paradigm.geometry_vectors(table, graph="knn", statistics=statistics),
     "RankMe": baselines[["rankme"]],
     "alpha-ReQ": baselines[["alpha_req"]],
     "source kNN": baselines[["source_knn"]],
@@ -255,7 +248,7 @@ baselines.join(info["paradigm"]).round(3)
 ssl_names = [n for n in names if info.loc[n, "paradigm"] in paradigms]
 targets = scores.loc[ssl_names].copy()
 targets.columns = [f"{task} | {protocol}" for task, protocol in targets.columns]
-comparison, loo_results = transfer.compare_predictors(
+comparison, loo_results = prediction.compare_predictors(
     {name: frame.loc[ssl_names] for name, frame in predictor_sets.items()}, targets,
     n_select=n_select, n_boot=n_boot, n_permutations=n_permutations, seed=seed)
 comparison.pivot(index="predictor", columns="target", values="spearman").loc[list(predictor_sets)].round(2)
@@ -270,15 +263,17 @@ fig, axes = plt.subplots(1, len(tasks), figsize=(3.1 * len(tasks), 3.2))
 for axis, target in zip(np.atleast_1d(axes), linear_targets):
     result = loo_results[("MGM (NNK)", target)]
     for model in ssl_names:
-        axis.scatter(result.measured[model], result.predictions[model], color=colours[info.loc[model, "paradigm"]],
-                     s=25, edgecolor="k", linewidth=0.4)
+        axis.scatter(result.measured[model], result.predictions[model], s=25, edgecolor="k", linewidth=0.4,
+                     color=plots.paradigm_colour(info.loc[model, "paradigm"]),
+                     marker=plots.backbone_marker(info.loc[model, "backbone"]))
     low = min(result.measured.min(), result.predictions.min())
     high = max(result.measured.max(), result.predictions.max())
     axis.plot([low, high], [low, high], color="0.4", linestyle="--", linewidth=1)
     axis.set_title(f"{target.split(' | ')[0]}\nR² = {result.r2:.2f}, ρ = {result.spearman:.2f}", fontsize=9)
     axis.set_xlabel("measured accuracy")
 np.atleast_1d(axes)[0].set_ylabel("predicted (leave-one-model-out)")
-handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=p) for p, c in colours.items() if p in paradigms]
+handles = (plots.legend_handles(info.loc[ssl_names, "paradigm"])  # colour: paradigm; shape: backbone
+           + plots.legend_handles(info.loc[ssl_names, "backbone"], kind="backbone", style="marker", colour="0.5"))
 np.atleast_1d(axes)[-1].legend(handles=handles, fontsize=7, frameon=False)
 fig.tight_layout()
 glue("fig_scatter", fig, display=False)
@@ -289,7 +284,7 @@ plt.close(fig)
 # :name: "fig-scatter"
 #
 # Linear-probe accuracy predicted from MGMs (leave-one-model-out) against the measured accuracy,
-# one panel per task, one point per SSL model (coloured by paradigm); the dashed line is perfect
+# one panel per task, one point per SSL model (colour: paradigm, shape: backbone); the dashed line is perfect
 # prediction. Points spread along the line mean the geometry ranks and scales transfer correctly;
 # a horizontal cloud means the prediction is no better than the average model.
 # ```
@@ -383,7 +378,7 @@ glue("top_metrics_text", "; ".join(
 claim = {}
 for predictor in predictors:
     results = [loo_results[(predictor, target)] for target in linear_targets]
-    claim[predictor] = transfer.bootstrap_mean_score(results, "spearman", n_boot=n_boot, seed=seed)
+    claim[predictor] = prediction.bootstrap_mean_score(results, "spearman", n_boot=n_boot, seed=seed)
 claim = pd.DataFrame(claim, index=["mean Spearman", "low", "high"]).T
 claim.round(3)
 
@@ -437,7 +432,7 @@ glue("comparison_text", comparison_text, display=False)
 # :label: ex-transfer-leak
 #
 # Select the two descriptors most correlated with the target on *all* models, then run
-# `transfer.loo_predict` on those two only. Compare the $R^2$ with the honest procedure on a target
+# `prediction.loo_predict` on those two only. Compare the $R^2$ with the honest procedure on a target
 # replaced by random noise. What goes wrong?
 # ```
 #

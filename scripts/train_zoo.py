@@ -1,49 +1,122 @@
 """Train the default model zoo on Fashion-MNIST and write ``data/zoo`` (checkpoints + manifest).
 
-Resumable: a model whose manifest entry has the same training configuration and whose checkpoint
-matches the recorded SHA-256 is skipped, so a killed run continues with the next unfinished model.
-Checkpoints and the manifest are written atomically after each model.
+The design
+----------
+* **Main backbone, the ConvNet**: each of the 8 SSL methods with seeds 0, 1, 2, plus a random-init
+  and a supervised reference for every seed.
+* **Second backbone, the ResNet**: seed 0 of every method, plus its random and supervised references.
+* **The seed is a block.** ``seed`` fixes only the initial backbone weights: every run with seed s on
+  a backbone starts from the same weights, which are exactly the random reference of seed s
+  (``random-convnet``, ``random-convnet-s1``, ...); different seeds start from different weights.
+* **Each run is otherwise independent**: its training subset (``N_TRAIN`` of the 60,000 train images),
+  batch order, augmentation stream and head initialisation come from a run seed derived from the
+  run id by SHA-256 (:func:`run_seed`), so no two runs share them.
+* **One budget per backbone** (images seen, each with two views): ``BUDGET_IMAGES``, the same for
+  every method, the supervised reference included.
+* **Budget checkpoints**: every main-backbone run is saved at 1/4, 1/2 and all of its budget
+  (``simclr-convnet-s1-b025``, ``-b050``, and ``simclr-convnet-s1`` for the full budget); each is a
+  manifest entry with ``run_id``, ``budget_fraction``, ``images_seen``, ``seed``, ``method``,
+  ``paradigm``, ``backbone``, ``policy``, ``file`` and ``sha256``. ResNet runs are saved at their
+  full budget only.
+* **One augmentation policy** (``strong``): the first zoo's ``weak`` variant answered no question
+  the book asks, so it is not trained again.
 
-Models are trained by ``--workers`` processes in parallel (default 2, one torch thread each: on a
-two-core machine this is about 1.5x faster than one process with two threads, because the batches
-are small); the references (random and supervised) are done first.
+Hyper-parameter rule (fixed before training, no per-seed or per-method tuning): every method uses
+AdamW with the first zoo's batch-32 settings scaled to the batch size by the square-root rule for
+Adam-type optimisers, ``lr = 2e-3 * sqrt(batch / 32)`` (5.66e-3 at batch 256), weight decay 1e-4,
+5% linear warm-up then cosine decay to zero; the method-specific settings are the defaults of the
+classes in :mod:`sslgeom.ssl_methods` (lightly's recommended values for small images: SimCLR and
+MoCo temperature 0.2, MoCo's memory bank 4,096 = 16 batches, BYOL/DINO momentum 0.99 -> 1, ...).
+
+Training budget and time (the arithmetic behind ``BUDGET_IMAGES``)
+------------------------------------------------------------------
+Cost of a run = images x (relative cost of its method, ``METHOD_COST``, in SimCLR steps: methods
+with a momentum teacher pay its extra forward passes, MoCo back-propagates one view, the supervised
+reference one view) x (backbone cost, ``BACKBONE_COST``) / throughput, plus one evaluation
+(embedding 15,000 images and the probes, ``EVAL_SECONDS``) per checkpoint. Throughput is
+SimCLR/ConvNet with ``torch.set_num_threads(2)``, fp32 channels-last (``benchmarks/train.py``);
+on CPUs without native bfloat16 (AVX2 only, like the reference machine) bf16 autocast is 10-30x
+slower than fp32, so the zoo trains in fp32.
+
+With ``THROUGHPUT`` = 500 images/s (measured in the pilot below on the reference machine, an
+AVX2-only 2-core VM, while it was nearly idle), ``EVAL_SECONDS`` = 15, ConvNet budget 114,688
+images (448 steps of 256, about 2.3 passes over a run's subset) and ResNet budget 57,344 (224 steps):
+
+* ConvNet: 3 seeds x (sum of the 8 method costs 8.33 + supervised 0.5) = 26.5 run units
+  x 114,688 / 500 = 6,080 s
+* ResNet: (8.33 + 0.5) x 1.0 x 57,344 / 500 = 1,010 s
+* evaluation: 3 x 9 x 3 + 3 random + 9 ResNet + 1 random = 94 checkpoints x 15 s = 1,410 s
+
+Total about 8,500 s = 2.36 h (``--dry-run`` prints the same sum from the constants), under the 2.5 h
+limit. Change ``--budget``/``--throughput`` to see other plans.
+
+Pilot (SimCLR, seed 0, ConvNet, this code with a 196,608-image run, probe of :func:`evaluate`):
+random init 0.8208; after 49,152 images 0.8564 (+3.6 points), after 98,304 images 0.8674 (+4.7),
+after 196,608 images 0.8682 (+4.7). The gain levels off after about 100k images, so the budget is
+set at 114,688, between the last two checkpoints, where the time limit allows it.
+
+Resuming: a checkpoint whose manifest entry records the planned configuration and whose file has
+the recorded SHA-256 is never trained again. After each checkpoint the complete training state
+(weights, heads, teachers, memory banks, optimiser moments, random generators, batch order) is
+saved without pickle to ``--state-dir`` (:mod:`sslgeom.train_state`); an interrupted run resumes
+from its last finished checkpoint and ends bit for bit where an uninterrupted run would (same
+thread count). If that state file is missing, the run restarts cleanly from step 0. A manifest
+entry whose file is missing or has another SHA-256 stops the script with the fix to apply.
 
 Usage::
 
-    .venv/bin/python scripts/train_zoo.py                 # the whole default zoo
-    .venv/bin/python scripts/train_zoo.py --only simclr-convnet-s0 random-convnet
-    .venv/bin/python scripts/train_zoo.py --list          # show the plan and exit
+    .venv/bin/python scripts/train_zoo.py --dry-run             # the plan and its estimated time
+    .venv/bin/python scripts/train_zoo.py                       # train (or resume) the whole zoo
+    .venv/bin/python scripts/train_zoo.py --only random-convnet simclr-convnet-s0   # a pilot
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
-import fcntl
 import hashlib
-import subprocess
+import math
 import sys
-import tempfile
 import time
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from sslgeom.cache import file_sha256
+from sslgeom.baselines import effective_rank
+from sslgeom.cache import cache_dir, file_sha256
+from sslgeom.checkpoints import CheckpointError, ChecksumError
 from sslgeom.data import load_fashion_mnist
-from sslgeom.models import count_parameters, preprocess_uint8
-from sslgeom.probe import effective_rank, knn_accuracy, linear_probe
-from sslgeom.train import METHODS, TrainConfig, train_model
+from sslgeom.evaluation import knn_accuracy, linear_probe, validation_split
+from sslgeom.models import BACKBONES, count_parameters, preprocess_uint8
+from sslgeom.ssl_augment import get_policy
+from sslgeom.ssl_methods import METHODS, get_method
+from sslgeom.train import Checkpoint, TrainConfig, check_checkpoint_steps, train_model
+from sslgeom.train_state import load_training_state, save_training_state
 from sslgeom.zoo import LoadedModel, read_manifest, save_checkpoint, write_manifest, zoo_dir
 
 # methods that tend to lag or collapse in short runs come first, so problems show early
 SSL_METHODS = ("simsiam", "byol", "dino", "swav", "simclr", "moco-v2", "barlowtwins", "vicreg")
-#: (backbone, augmentation policy) variants every SSL method is trained with
-VARIANTS = (("convnet", "strong"), ("resnet", "strong"), ("convnet", "weak"))
-REFERENCE_BACKBONES = ("convnet", "resnet")
+MAIN_BACKBONE, SECOND_BACKBONE = "convnet", "resnet"
+SEEDS = {MAIN_BACKBONE: (0, 1, 2), SECOND_BACKBONE: (0,)}
+BATCH_SIZE = 256
+#: images of the 60,000-image train split in each run's own random subset
+N_TRAIN = 50_000
+#: images seen per run (each with two views), the same for every method on a backbone
+BUDGET_IMAGES = {MAIN_BACKBONE: 114_688, SECOND_BACKBONE: 57_344}
+#: fractions of the budget at which a run is checkpointed
+BUDGET_FRACTIONS = {MAIN_BACKBONE: (0.25, 0.5, 1.0), SECOND_BACKBONE: (1.0,)}
+POLICY = "strong"
+#: relative cost of one step, in SimCLR steps (forward+backward of two views = 6 units; a teacher
+#: forward pass adds 1 per view; MoCo back-propagates one view; supervised sees one view)
+METHOD_COST = {"simclr": 1.0, "moco-v2": 4 / 6, "byol": 8 / 6, "simsiam": 1.0, "barlowtwins": 1.0,
+               "vicreg": 1.0, "swav": 1.0, "dino": 8 / 6, "supervised": 0.5, "random": 0.0}
+#: cost of a ResNet step relative to a ConvNet step (benchmarks/train.py: about equal here)
+BACKBONE_COST = {MAIN_BACKBONE: 1.0, SECOND_BACKBONE: 1.0}
+#: SimCLR/ConvNet images/s at batch 256, 2 threads, fp32 channels-last (the pilot; see the docstring)
+THROUGHPUT = 500.0
+#: seconds to evaluate one checkpoint (embed 15,000 images, linear probe, kNN, effective rank)
+EVAL_SECONDS = 15.0
 
 
 def model_name(method: str, backbone: str, policy: str, seed: int) -> str:
@@ -53,42 +126,104 @@ def model_name(method: str, backbone: str, policy: str, seed: int) -> str:
     return f"{method}-{backbone}" + (f"-{policy}" if policy != "strong" else "") + f"-s{seed}"
 
 
-#: Epochs per method where they differ from ``--epochs``: predictor/momentum methods start slowly and
-#: with three epochs ended within two points of the random initialisation on the linear probe.
-EPOCHS_BY_METHOD: dict[str, int] = {"simsiam": 5, "byol": 5, "dino": 5}
-#: With the weak policy, SimSiam, SwAV and MoCo-v2 ended within two points of the random
-#: initialisation on the linear probe (measured: SimSiam +1.98 after five epochs, SwAV +1.9 after
-#: three and +1.5 after six, MoCo-v2 +1.0 after three and +0.4 after six: longer training did not
-#: help). They are left out of the zoo and replaced by a second seed of the strong-policy ConvNet;
-#: for MoCo-v2 that second seed also fell short (+1.94), so SimCLR gets it instead.
-WEAK_POLICY_FAILURES = ("simsiam", "swav", "moco-v2")
-SECOND_SEED_METHODS = ("simsiam", "swav", "simclr")
+def checkpoint_name(run_id: str, fraction: float) -> str:
+    """The full budget keeps the run's name; earlier checkpoints add ``-b025`` (per mille: ``-b050``...)."""
+    return run_id if fraction == 1.0 else f"{run_id}-b{round(fraction * 100):03d}"
 
 
-def build_plan(args: argparse.Namespace) -> list[tuple[str, TrainConfig]]:
-    """Every model of the zoo with its configuration; references first (the quality rule needs them)."""
-    common = dict(epochs=args.epochs, n_train=args.n_train, batch_size=args.batch_size, lr=args.lr)
-    plan: list[tuple[str, TrainConfig]] = []
-    for seed in args.seeds:
-        for backbone in REFERENCE_BACKBONES:
-            plan.append((model_name("random", backbone, "strong", seed), TrainConfig("random", backbone, "strong", seed, **common)))
-        for backbone in REFERENCE_BACKBONES:
-            plan.append(
-                (model_name("supervised", backbone, "strong", seed), TrainConfig("supervised", backbone, "strong", seed, **common))
-            )
-        for backbone, policy in VARIANTS:
-            for method in SSL_METHODS:
-                if policy == "weak" and method in WEAK_POLICY_FAILURES:
-                    continue
-                plan.append((model_name(method, backbone, policy, seed), TrainConfig(method, backbone, policy, seed, **common)))
-        for method in SECOND_SEED_METHODS:
-            extra_seed = seed + 1
-            name = model_name(method, "convnet", "strong", extra_seed)
-            plan.append((name, TrainConfig(method, "convnet", "strong", extra_seed, **common)))
-    return [
-        (name, dataclasses.replace(config, epochs=EPOCHS_BY_METHOD.get(config.method, config.epochs)))
-        for name, config in plan
-    ]
+def run_seed(run_id: str) -> int:
+    """Seed of a run's subset, order, augmentations and heads: the first 31 bits of SHA-256(run id)."""
+    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:4], "big") >> 1
+
+
+def learning_rate(batch_size: int) -> float:
+    """The stated rule: the first zoo's 2e-3 at batch 32, scaled by sqrt(batch / 32)."""
+    return 2e-3 * math.sqrt(batch_size / 32)
+
+
+class PlannedCheckpoint(NamedTuple):
+    """One budget checkpoint of a run: its model name, budget fraction, step and images seen."""
+
+    name: str
+    fraction: float
+    step: int
+    images_seen: int
+
+
+class PlannedRun(NamedTuple):
+    """A training run of the zoo: its id, configuration and checkpoints (empty for ``random``)."""
+
+    run_id: str
+    config: TrainConfig
+    checkpoints: tuple[PlannedCheckpoint, ...]
+
+    @property
+    def cost_units(self) -> float:
+        """Images x method cost x backbone cost, in SimCLR/ConvNet images."""
+        config = self.config
+        return (config.images or 0) * METHOD_COST[config.method] * BACKBONE_COST[config.backbone]
+
+
+def plan_run(
+    method: str, backbone: str, seed: int, *, policy: str = POLICY, budget: int, fractions: tuple[float, ...],
+    batch_size: int = BATCH_SIZE, n_train: int = N_TRAIN,
+) -> PlannedRun:
+    """Plan one run; unknown names and budgets that do not fit the run raise ``ValueError``.
+
+    ``fractions`` must increase strictly, end at 1, and each ``fraction * budget`` must be a whole
+    number of batches.
+    """
+    get_method(method)
+    get_policy(policy)
+    if backbone not in BACKBONES:
+        raise ValueError(f"Unknown backbone {backbone!r}; choose one of {list(BACKBONES)}.")
+    run_id = model_name(method, backbone, policy, seed)
+    if method == "random":
+        config = TrainConfig("random", backbone, policy, seed=seed, n_train=n_train, batch_size=batch_size)
+        return PlannedRun(run_id, config, (PlannedCheckpoint(run_id, 0.0, 0, 0),))
+    if budget % batch_size:
+        raise ValueError(f"The budget of {budget} images is not a whole number of batches of {batch_size}.")
+    steps = budget // batch_size
+    fractions = tuple(float(f) for f in fractions)
+    planned = [f * steps for f in fractions]
+    if not fractions or fractions[-1] != 1.0 or any(abs(s - round(s)) > 1e-9 for s in planned):
+        raise ValueError(
+            f"Budget fractions {list(fractions)} do not fit a run of {steps} steps ({budget} images, batch "
+            f"{batch_size}): they must end at 1 and each must be a whole number of steps; use a budget "
+            f"that is a multiple of {batch_size} x the fractions' common denominator."
+        )
+    check_checkpoint_steps([round(s) for s in planned], steps)
+    config = TrainConfig(
+        method, backbone, policy, seed=seed, n_train=n_train, batch_size=batch_size, lr=learning_rate(batch_size),
+        images=budget, data_seed=run_seed(run_id), mixed_precision=False, channels_last=True, fused_optimizer=True,
+    )
+    checkpoints = tuple(
+        PlannedCheckpoint(checkpoint_name(run_id, f), f, round(s), round(s) * batch_size) for f, s in zip(fractions, planned)
+    )
+    return PlannedRun(run_id, config, checkpoints)
+
+
+def build_plan(
+    methods: tuple[str, ...] = SSL_METHODS, budgets: dict[str, int] | None = None,
+    seeds: dict[str, tuple[int, ...]] | None = None, fractions: dict[str, tuple[float, ...]] | None = None,
+) -> list[PlannedRun]:
+    """Every run of the zoo, references of a seed before its SSL runs (the gains need them)."""
+    budgets, seeds, fractions = budgets or BUDGET_IMAGES, seeds or SEEDS, fractions or BUDGET_FRACTIONS
+    unknown = sorted((set(budgets) | set(seeds) | set(fractions)) - set(BACKBONES))
+    if unknown:
+        raise ValueError(f"Unknown backbone(s) {unknown}; choose from {list(BACKBONES)}.")
+    plan = []
+    for backbone in (MAIN_BACKBONE, SECOND_BACKBONE):
+        for seed in seeds[backbone]:
+            for method in ("random", "supervised", *methods):
+                plan.append(plan_run(method, backbone, seed, budget=budgets[backbone], fractions=fractions[backbone]))
+    return plan
+
+
+def estimate_seconds(plan: list[PlannedRun], throughput: float = THROUGHPUT, eval_seconds: float = EVAL_SECONDS) -> float:
+    """Estimated training plus evaluation time of ``plan`` on the reference machine."""
+    train = sum(run.cost_units for run in plan) / throughput
+    return train + eval_seconds * sum(len(run.checkpoints) for run in plan)
 
 
 def probe_split(n_probe_train: int, n_probe_test: int, seed: int = 0):
@@ -105,13 +240,15 @@ def probe_split(n_probe_train: int, n_probe_test: int, seed: int = 0):
     )
 
 
+
 def evaluate(backbone: torch.nn.Module, probe_data, device: str) -> dict:
     """Linear-probe and kNN accuracy on Fashion-MNIST plus the effective rank of test features."""
     train_x, train_y, test_x, test_y = probe_data
     model = LoadedModel(backbone=backbone.eval().to(device), preprocess=preprocess_uint8)
     train_features = model.features(train_x, device=device)
     test_features = model.features(test_x, device=device)
-    probe = linear_probe(train_features, train_y, test_features, test_y)
+    # C chosen on a stratified 20% of the probe's train images, then refit on all of them
+    probe = linear_probe(*validation_split(train_features, train_y, 0.2, seed=0), (test_features, test_y))
     return {
         "probe_accuracy": round(probe.accuracy, 4),
         "probe_best_c": probe.best_c,
@@ -121,197 +258,201 @@ def evaluate(backbone: torch.nn.Module, probe_data, device: str) -> dict:
     }
 
 
-@contextlib.contextmanager
-def manifest_lock(directory: Path):
-    """Exclusive lock so that several training processes can update one manifest."""
-    # the lock file lives outside the zoo so that it is never committed with it
-    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"sslgeom-zoo-{digest}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def finished_checkpoints(run: PlannedRun, entries: dict[str, dict], directory: Path) -> set[str]:
+    """Names of ``run``'s checkpoints already in the manifest with the planned configuration.
 
-
-def is_done(entry: dict | None, config: TrainConfig, directory: Path) -> bool:
-    """Whether ``entry`` records exactly ``config`` and its checkpoint is intact."""
-    if entry is None or "config" not in entry:
-        return False
-    try:
-        # fields added to TrainConfig later take their defaults, which is what those runs used
-        recorded = TrainConfig(**entry["config"])
-    except TypeError:
-        return False
-    if recorded != config:
-        return False
-    path = directory / entry["file"]
-    return path.is_file() and file_sha256(path) == entry["sha256"]
-
-
-def finalize_manifest(directory: Path, planned: set[str]) -> dict:
-    """Drop models that are no longer planned (entry and file) and recompute every probe gain.
-
-    Gains are measured against the random initialisation of the model's backbone (seed 0) as it is
-    recorded now, so that a reference trained again updates every gain.
+    Raises
+    ------
+    CheckpointError
+        If an entry's file is missing.
+    ChecksumError
+        If an entry's file has another SHA-256 than the one recorded.
     """
-    with manifest_lock(directory):
-        manifest = read_manifest(directory)
-        for entry in manifest["models"]:
-            if entry["name"] not in planned:
-                (directory / entry["file"]).unlink(missing_ok=True)
-        manifest["models"] = [entry for entry in manifest["models"] if entry["name"] in planned]
-        probe = {e["name"]: e["probe_accuracy"] for e in manifest["models"]}
-        for entry in manifest["models"]:
-            reference = probe.get(model_name("random", entry["backbone"], "strong", 0))
-            entry["probe_gain_vs_random"] = None if reference is None else round(entry["probe_accuracy"] - reference, 4)
-        write_manifest(manifest, directory)
-    return manifest
+    done = set()
+    for checkpoint in run.checkpoints:
+        entry = entries.get(checkpoint.name)
+        if entry is None or entry.get("config") != run.config.to_dict():
+            continue  # never trained, or trained under another plan: (re)train it
+        path = directory / entry["file"]
+        fix = f"restore it from git, or rerun with --retrain {run.run_id} to train the run again"
+        if not path.is_file():
+            raise CheckpointError(f"Checkpoint {path} of run {run.run_id} is in the manifest but missing; {fix}.")
+        actual = file_sha256(path)
+        if actual != entry["sha256"]:
+            raise ChecksumError(
+                f"Checkpoint {path} of run {run.run_id} has SHA-256 {actual}, the manifest records {entry['sha256']}; {fix}."
+            )
+        done.add(checkpoint.name)
+    return done
 
 
-def run_workers(names: list[str], args: argparse.Namespace, directory: Path) -> None:
-    """Train ``names`` in ``args.workers`` child processes (round robin), each with ``args.threads`` threads.
+def manifest_entry(run: PlannedRun, checkpoint: PlannedCheckpoint, backbone, scores: dict, directory: Path,
+                   sha256: str, seconds: float, step_losses: list[float], threads: int) -> dict:
+    """The manifest record of one checkpoint (training losses only on the full-budget one)."""
+    config = run.config
+    trained = config.method != "random"
+    full = checkpoint.fraction == 1.0
+    file_name = f"{checkpoint.name}.pt"
+    return {
+        "name": checkpoint.name,
+        "run_id": run.run_id,
+        "method": config.method,
+        "paradigm": METHODS[config.method].paradigm,
+        "backbone": config.backbone,
+        "policy": config.policy if trained else None,
+        "seed": config.seed,
+        "run_seed": config.run_seed if trained else None,
+        "budget_fraction": checkpoint.fraction,
+        "images_seen": checkpoint.images_seen,
+        "step": checkpoint.step,
+        "epochs": round(checkpoint.images_seen / config.n_train, 3) if trained else 0,
+        "n_train": config.n_train if trained else 0,
+        "train_seconds": round(seconds, 1),
+        "torch_threads": threads,
+        "final_loss": round(float(np.mean(step_losses[-25:])), 4) if step_losses else None,
+        **scores,
+        "n_parameters": count_parameters(backbone),
+        "in_channels": 1,
+        "file": file_name,
+        "size_bytes": (directory / file_name).stat().st_size,
+        "sha256": sha256,
+        "config": config.to_dict(),
+        "step_losses": [round(v, 5) for v in step_losses] if full else [],
+    }
 
-    Every model is trained by exactly one process with a fixed thread count, so the results do not
-    depend on how the models are split between processes.
+
+def record(entry: dict, directory: Path, order: list[str]) -> None:
+    """Add ``entry`` to the manifest (atomically), keep plan order, refresh every probe gain.
+
+    A model's gain is measured against the random initialisation of the same backbone and seed.
     """
-    shared = [
-        "--out", str(directory), "--seeds", *map(str, args.seeds), "--epochs", str(args.epochs),
-        "--n-train", str(args.n_train), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-        "--probe-train", str(args.probe_train), "--probe-test", str(args.probe_test),
-        "--threads", str(args.threads), "--device", args.device, "--workers", "1",
-    ]
-    retrain = set(args.retrain or [])
-    children = []
-    for index in range(min(args.workers, len(names))):
-        chunk = names[index :: args.workers]
-        again = [name for name in chunk if name in retrain]
-        command = [sys.executable, __file__, *shared, "--only", *chunk] + (["--retrain", *again] if again else [])
-        children.append(subprocess.Popen(command))
-    codes = [child.wait() for child in children]
-    if any(codes):
-        raise SystemExit(f"a training worker failed (exit codes {codes}); rerun to resume")
+    manifest = read_manifest(directory)
+    entries = {e["name"]: e for e in manifest.get("models", [])}
+    entries[entry["name"]] = entry
+    for item in entries.values():
+        reference = entries.get(model_name("random", item["backbone"], POLICY, item["seed"]))
+        gain = None if reference is None else item["probe_accuracy"] - reference["probe_accuracy"]
+        item["probe_gain_vs_random"] = None if gain is None else round(gain, 4)
+    rank = {name: i for i, name in enumerate(order)}
+    manifest["models"] = sorted(entries.values(), key=lambda e: rank.get(e["name"], len(rank)))
+    write_manifest(manifest, directory)
+
+
+def train_run(run: PlannedRun, data: tuple, probe_data, directory: Path, state_dir: Path, args, order: list[str]) -> None:
+    """Train (or resume) one run, saving, evaluating and recording each unfinished checkpoint."""
+    images, labels = data
+    entries = {e["name"]: e for e in read_manifest(directory).get("models", [])}
+    done = set() if run.run_id in (args.retrain or []) else finished_checkpoints(run, entries, directory)
+    todo = [c for c in run.checkpoints if c.name not in done]
+    if not todo:
+        return
+    state_path = state_dir / f"{run.run_id}.npz"
+    resume = None
+    if done and state_path.is_file():
+        state = load_training_state(state_path)
+        last_done = max(c.step for c in run.checkpoints if c.name in done)
+        if state.fingerprint == run.config.fingerprint() and state.step == last_done:
+            resume = state
+            todo = [c for c in run.checkpoints if c.step > state.step]
+    by_step = {c.step: c for c in todo}
+    started = time.perf_counter()
+    # a resumed run's time so far, as recorded with its last finished checkpoint
+    previous = max((entries[c.name]["train_seconds"] for c in run.checkpoints if c.name in done), default=0.0) if resume else 0.0
+
+    def save(checkpoint: PlannedCheckpoint, backbone, step_losses: list[float]) -> None:
+        sha256 = save_checkpoint(backbone, directory / f"{checkpoint.name}.pt")
+        scores = evaluate(backbone, probe_data, args.device)
+        entry = manifest_entry(run, checkpoint, backbone, scores, directory, sha256,
+                               previous + time.perf_counter() - started, step_losses, args.threads)
+        record(entry, directory, order)
+        print(f"{checkpoint.name}: {checkpoint.images_seen} images, probe {scores['probe_accuracy']:.4f}, "
+              f"kNN {scores['knn_accuracy']:.4f}, {time.perf_counter() - started:.0f}s", flush=True)
+
+    def on_checkpoint(point: Checkpoint) -> None:
+        save(by_step[point.step], point.backbone, point.state.step_losses)
+        if point.step < run.config.total_steps:
+            save_training_state(point.state, state_path)
+
+    if run.config.method == "random":
+        save(run.checkpoints[0], train_model(run.config, images, labels).backbone, [])
+        return
+    train_model(run.config, images, labels, device=args.device, progress=not args.quiet,
+                checkpoint_steps=sorted(by_step), on_checkpoint=on_checkpoint, resume=resume)
+    state_path.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="zoo directory (default: data/zoo or $SSLGEOM_ZOO_DIR)")
-    parser.add_argument("--only", nargs="*", default=None, help="train only these model names")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default: 0)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--n-train", type=int, default=16384, help="random subset of the train split per model")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--state-dir", type=Path, default=None, help="training states for resuming (default: cache)")
+    parser.add_argument("--only", nargs="*", default=None, help="train only these runs (run ids)")
+    parser.add_argument("--retrain", nargs="*", default=None, help="train these runs again even if finished")
+    parser.add_argument("--methods", nargs="+", default=list(SSL_METHODS), help="SSL methods of the zoo")
+    parser.add_argument("--budget", type=int, default=BUDGET_IMAGES[MAIN_BACKBONE], help="ConvNet images per run")
+    parser.add_argument("--resnet-budget", type=int, default=BUDGET_IMAGES[SECOND_BACKBONE], help="ResNet images per run")
+    parser.add_argument("--fractions", nargs="+", type=float, default=list(BUDGET_FRACTIONS[MAIN_BACKBONE]),
+                        help="ConvNet budget checkpoints as fractions of the budget")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS[MAIN_BACKBONE]), help="ConvNet seeds")
     parser.add_argument("--probe-train", type=int, default=10000, help="train-split images for the probes")
     parser.add_argument("--probe-test", type=int, default=5000, help="test-split images for the probes")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
-    parser.add_argument("--workers", type=int, default=2, help="processes training models in parallel")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--throughput", type=float, default=THROUGHPUT, help="SimCLR/ConvNet images/s, for the estimate")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--retrain", nargs="*", default=None, help="train these models again even if finished")
-    parser.add_argument("--list", action="store_true", help="print the plan and exit")
+    parser.add_argument("--quiet", action="store_true", help="no per-step progress bar")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, train nothing")
     args = parser.parse_args(argv)
+
+    try:
+        plan = build_plan(
+            tuple(args.methods),
+            budgets={MAIN_BACKBONE: args.budget, SECOND_BACKBONE: args.resnet_budget},
+            seeds={MAIN_BACKBONE: tuple(args.seeds), SECOND_BACKBONE: SEEDS[SECOND_BACKBONE]},
+            fractions={MAIN_BACKBONE: tuple(args.fractions), SECOND_BACKBONE: BUDGET_FRACTIONS[SECOND_BACKBONE]},
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    known = [run.run_id for run in plan]
+    unknown = sorted((set(args.only or []) | set(args.retrain or [])) - set(known))
+    if unknown:
+        parser.error(f"unknown run ids {unknown}; the plan has: {', '.join(known)}")
+    if args.only:
+        plan = [run for run in plan if run.run_id in args.only]
+    if args.dry_run:
+        print_plan(plan, args.throughput)
+        return 0
 
     torch.set_num_threads(args.threads)
     directory = args.out or zoo_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    plan = build_plan(args)
-    known = {name for name, _ in plan}
-    unknown = sorted((set(args.only or []) | set(args.retrain or [])) - known)
-    if unknown:
-        parser.error(f"unknown model names {unknown}; the plan has: {', '.join(sorted(known))}")
-    if args.only:
-        plan = [(name, config) for name, config in plan if name in args.only]
-    if args.list:
-        for name, config in plan:
-            print(name, config.to_dict())
-        return 0
-
-    manifest = read_manifest(directory)
-    manifest.setdefault("models", [])
-    manifest["probe_protocol"] = {
-        "probe_train": f"{args.probe_train} random images of the Fashion-MNIST train split (numpy seed 0)",
-        "probe_test": f"{args.probe_test} random images of the Fashion-MNIST test split (same generator)",
-        "linear": "standardised features, multinomial logistic regression, C from (1e-3..10) on a 20% "
-        "stratified validation split, refit on train+val, test accuracy",
-        "knn": "cosine similarity, k=20, majority vote",
-        "effective_rank": "exp(entropy) of normalised singular values of centred test features",
-        "features": "backbone output after global average pooling (before any projection head)",
-    }
-    entries = {entry["name"]: entry for entry in manifest["models"]}
+    state_dir = args.state_dir or cache_dir() / "zoo-train-state"
     train_images, train_labels = load_fashion_mnist("train")
-    images = torch.from_numpy(train_images)[:, None]
-    labels = torch.from_numpy(train_labels)
+    data = (torch.from_numpy(train_images)[:, None], torch.from_numpy(train_labels))
     probe_data = probe_split(args.probe_train, args.probe_test)
-
-    retrain = set(args.retrain or [])
-    todo = [
-        (name, config) for name, config in plan
-        if name in retrain or not is_done(entries.get(name), config, directory)
-    ]
-    print(f"{len(plan) - len(todo)} of {len(plan)} models already trained; training {len(todo)}.", flush=True)
-    if args.workers > 1:
-        # references first, in this process: every other model's gain is measured against them
-        references = [(n, c) for n, c in todo if c.method in ("random", "supervised")]
-        others = [n for n, c in todo if c.method not in ("random", "supervised")]
-        todo = references
-    for name, config in tqdm(todo, desc="zoo", unit="model"):
-        start = time.perf_counter()
-        result = train_model(config, images, labels, device=args.device)
-        file_name = f"{name}.pt"
-        sha256 = save_checkpoint(result.backbone, directory / file_name)
-        scores = evaluate(result.backbone, probe_data, args.device)
-        random_entry = entries.get(model_name("random", config.backbone, "strong", 0))
-        entry = {
-            "name": name,
-            "method": config.method,
-            "paradigm": METHODS[config.method].paradigm,
-            "backbone": config.backbone,
-            "policy": config.policy if config.method != "random" else None,
-            "seed": config.seed,
-            "epochs": config.epochs if config.method != "random" else 0,
-            "n_train": config.n_train if config.method != "random" else 0,
-            "train_seconds": round(result.seconds, 1),
-            "torch_threads": args.threads,
-            "final_loss": round(result.epoch_losses[-1], 4) if result.epoch_losses else None,
-            **scores,
-            "probe_gain_vs_random": (
-                round(scores["probe_accuracy"] - random_entry["probe_accuracy"], 4) if random_entry else None
-            ),
-            "n_parameters": count_parameters(result.backbone),
-            "in_channels": 1,
-            "file": file_name,
-            "size_bytes": (directory / file_name).stat().st_size,
-            "sha256": sha256,
-            "config": config.to_dict(),
-            "epoch_losses": [round(v, 5) for v in result.epoch_losses],
-            "step_losses": [round(v, 5) for v in result.step_losses],
-        }
-        with manifest_lock(directory):
-            # re-read: another process (training other models into the same zoo) may have written
-            manifest = {**read_manifest(directory), "probe_protocol": manifest["probe_protocol"]}
-            entries = {e["name"]: e for e in manifest.get("models", [])}
-            entries[name] = entry
-            order = [n for n, _ in build_plan(args)]
-            manifest["models"] = sorted(entries.values(), key=lambda e: order.index(e["name"]) if e["name"] in order else len(order))
-            write_manifest(manifest, directory)
-        tqdm.write(
-            f"{name}: {result.seconds:.0f}s train, {time.perf_counter() - start:.0f}s total, loss "
-            f"{entry['final_loss']}, probe {scores['probe_accuracy']:.4f} (gain {entry['probe_gain_vs_random']}), "
-            f"kNN {scores['knn_accuracy']:.4f}, eff. rank {scores['effective_rank']}"
-        )
-        sys.stdout.flush()
-
-    if args.workers > 1 and others:
-        run_workers(others, args, directory)
-    manifest = finalize_manifest(directory, {name for name, _ in build_plan(args)})
-
-    failing = [
-        e["name"] for e in manifest["models"]
-        if e["paradigm"] not in ("random", "supervised") and (e["probe_gain_vs_random"] or 0) < 0.02
-    ]
-    total_mb = sum(e["size_bytes"] for e in manifest["models"]) / 2**20
-    print(f"zoo: {len(manifest['models'])} models, {total_mb:.1f} MB; below random+2 points: {failing or 'none'}")
+    order = [c.name for run in build_plan(tuple(args.methods)) for c in run.checkpoints]
+    start = time.perf_counter()
+    for index, run in enumerate(plan, 1):
+        remaining = estimate_seconds(plan[index - 1 :], args.throughput)
+        print(f"[{index}/{len(plan)}] {run.run_id} ({time.perf_counter() - start:.0f}s elapsed, at most "
+              f"{remaining / 60:.0f} min left at {args.throughput:.0f} images/s)", flush=True)
+        train_run(run, data, probe_data, directory, state_dir, args, order)
+    models = read_manifest(directory)["models"]
+    failing = [e["name"] for e in models if e["paradigm"] not in ("random", "supervised")
+               and e["budget_fraction"] == 1.0 and (e["probe_gain_vs_random"] or 0) < 0.02]
+    total_mb = sum(e["size_bytes"] for e in models) / 2**20
+    print(f"zoo: {len(models)} checkpoints, {total_mb:.1f} MB; full-budget models below random+2 points: {failing or 'none'}")
     return 0
+
+
+def print_plan(plan: list[PlannedRun], throughput: float) -> None:
+    """One line per run, then the totals and the estimated time."""
+    for run in plan:
+        budgets = ", ".join(f"{c.images_seen}" for c in run.checkpoints)
+        print(f"{run.run_id:26s} seed {run.config.seed}  run seed {run.config.data_seed or '-'!s:>10s}  "
+              f"checkpoints at {budgets} images  cost {run.cost_units / throughput:6.0f}s")
+    checkpoints = sum(len(run.checkpoints) for run in plan)
+    seconds = estimate_seconds(plan, throughput)
+    print(f"{len(plan)} runs, {checkpoints} checkpoints; estimated {seconds:.0f}s = {seconds / 3600:.2f} h at "
+          f"{throughput:.0f} SimCLR/ConvNet images/s plus {EVAL_SECONDS:.0f}s per checkpoint evaluation")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
-"""Tests of the label-free baselines against hand-computed values."""
+"""Tests of the label-free statistics (sslgeom.baselines) against hand-computed values."""
 
 import numpy as np
 import pytest
-from sklearn.neighbors import KNeighborsClassifier
 
 from sslgeom import baselines
 
@@ -56,17 +55,29 @@ def test_alpha_req_fit_range_uses_only_those_ranks():
     assert baselines.alpha_req(eigenvalues=eigen, fit_range=(10, 31)) == pytest.approx(3.0)
 
 
-def test_knn_accuracy_matches_scikit_learn():
-    rng = np.random.default_rng(1)
-    centres = rng.normal(size=(3, 16))
-    train_labels = rng.integers(0, 3, size=300)
-    test_labels = rng.integers(0, 3, size=200)
-    train = centres[train_labels] + 1.5 * rng.normal(size=(300, 16))
-    test = centres[test_labels] + 1.5 * rng.normal(size=(200, 16))
-    reference = KNeighborsClassifier(n_neighbors=7, metric="cosine", algorithm="brute").fit(train, train_labels)
-    expected = np.mean(reference.predict(test) == test_labels)
-    assert baselines.knn_accuracy(train, train_labels, test, test_labels, k=7, block_size=64) == pytest.approx(expected)
-    assert 0.5 < expected < 1.0  # the task is neither trivial nor hopeless
+def test_effective_rank_matches_hand_computed_value():
+    # centred features with singular values 3 and 1: p = (0.75, 0.25), exp(H) without any eps
+    features = _matrix_with_covariance_eigenvalues([9.0 / 199, 1.0 / 199])
+    assert np.linalg.svd(features - features.mean(axis=0), compute_uv=False) == pytest.approx([3.0, 1.0])
+    expected = np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))  # about 1.7548
+    assert baselines.effective_rank(features) == pytest.approx(expected, rel=1e-12)
+    assert baselines.effective_rank(_matrix_with_covariance_eigenvalues(np.ones(6))) == pytest.approx(6.0)
+    assert baselines.effective_rank(np.ones((5, 3))) == 0.0  # all points coincide
+
+
+def test_effective_rank_is_centred_and_rankme_is_not():
+    """The two definitions differ: a large common offset gives the uncentred matrix one dominant
+    singular value, which lowers RankMe but leaves the effective rank unchanged."""
+    features = _matrix_with_covariance_eigenvalues(np.ones(6))
+    shifted = features + 10.0
+    assert baselines.effective_rank(shifted) == pytest.approx(baselines.effective_rank(features), rel=1e-9)
+    assert baselines.rankme(features) == pytest.approx(6.0, rel=1e-5)  # centred input: RankMe = erank
+    # the offset is orthogonal to the centred columns: shifted' shifted = 199 I + 100 * 200 * 11', so the
+    # singular values are sqrt(199 + 20000 * 6) once and sqrt(199) five times
+    singular = np.sqrt([199 + 20000 * 6] + [199] * 5)
+    p = singular / singular.sum() + 1e-7
+    assert baselines.rankme(shifted) == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-9)
+    assert baselines.rankme(shifted) < 2.1 < 6.0
 
 
 def test_bad_input_raises_clear_errors():
@@ -78,5 +89,5 @@ def test_bad_input_raises_clear_errors():
         baselines.rankme(np.ones(5))
     with pytest.raises(ValueError, match="exactly one"):
         baselines.alpha_req()
-    with pytest.raises(ValueError, match="k must lie in"):
-        baselines.knn_accuracy(np.ones((5, 2)), np.zeros(5), np.ones((3, 2)), np.zeros(3), k=6)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        baselines.effective_rank(np.ones((1, 3)))

@@ -39,10 +39,7 @@ class TinyModel:
     info: dict = field(default_factory=lambda: {"name": "tiny"})
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SSLGEOM_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("private_cache")  # every test gets an empty cache (conftest)
 
 
 def _images(n: int = 10, seed: int = 0) -> torch.Tensor:

@@ -40,10 +40,7 @@ class TinyModel:
     info: dict = field(default_factory=lambda: {"name": "tiny", "paradigm": "test"})
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SSLGEOM_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("private_cache")  # every test gets an empty cache (conftest)
 
 
 @pytest.fixture(scope="module")

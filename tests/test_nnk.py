@@ -197,7 +197,7 @@ def test_k_too_large_raises():
 
 
 def test_too_few_points_raise():
-    with pytest.raises(ValueError, match="at least 2 points"):
+    with pytest.raises(ValueError, match="at least 2 rows"):
         nnk.nnk_graph(np.ones((1, 4)), k=1)
 
 
@@ -329,7 +329,100 @@ def test_bad_solver_choices_raise():
         nnk.nnk_graph(points, k=5, solver="compiled", device="cuda")
 
 
-def test_compiled_status_code_of_success_matches_nnk():
-    from sslgeom import nnk_compiled
+def test_compiled_status_code_of_success_matches_qp():
+    from sslgeom import nnk_compiled, qp
 
-    assert nnk._COMPILED_OK == nnk_compiled.OK
+    assert qp.COMPILED_OK == nnk_compiled.OK
+
+
+def test_fallback_helper_replaces_only_flagged_rows():
+    from sslgeom import qp
+
+    def compiled_solve():
+        return {"theta": np.arange(12.0).reshape(4, 3), "residual": np.zeros(4, dtype=np.float32),
+                "status": np.array([0, 2, 0, 1]), "n_iterations": 5}
+
+    asked = []
+
+    def torch_solve(problems):
+        asked.append(problems.tolist())
+        return {"theta": -torch.ones((len(problems), 3), dtype=torch.float32),
+                "residual": torch.full((len(problems),), 0.5, dtype=torch.float64),
+                "n_iterations": 9}
+
+    solved = qp.solve_with_fallback(compiled_solve, torch_solve)
+    assert asked == [[1, 3]] and "status" not in solved and solved["n_iterations"] == 9
+    np.testing.assert_array_equal(solved["theta"][[0, 2]], [[0, 1, 2], [6, 7, 8]])
+    np.testing.assert_array_equal(solved["theta"][[1, 3]], -1.0)
+    assert solved["residual"].dtype == np.float32  # the compiled arrays keep their dtype
+    np.testing.assert_array_equal(solved["residual"], [0, 0.5, 0, 0.5])
+
+    def all_solved():
+        return {"theta": np.ones((2, 3)), "status": np.zeros(2, dtype=int), "n_iterations": 3}
+
+    untouched = qp.solve_with_fallback(all_solved, lambda problems: pytest.fail("not called"))
+    assert untouched["n_iterations"] == 3
+
+
+def test_feature_tensor_check_keeps_dtype_and_object():
+    from sslgeom import validation
+
+    single = torch.zeros((3, 2), dtype=torch.float32)
+    assert validation.check_feature_tensor(single) is single
+    with pytest.raises(ValueError, match="2-D"):
+        validation.check_feature_tensor(single[0])
+    with pytest.raises(ValueError, match="zero columns"):
+        validation.check_feature_tensor(torch.zeros((3, 0)))
+    bad = single.clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf in 1 of 3 row"):
+        validation.check_feature_tensor(bad)
+
+
+# ---- grouped NNK: many small clouds in one batch ---------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "gaussian"])
+def test_grouped_nnk_equals_one_graph_per_cloud(kernel):
+    rng = np.random.default_rng(0)
+    clouds = rng.normal(size=(5, 12, 16))
+    grouped = nnk.grouped_nnk(clouds, k=6, kernel=kernel)
+    directed = grouped.directed_adjacency()
+    assert grouped.neighbors.shape == (60, 6)
+    for c in range(5):
+        rows = slice(12 * c, 12 * (c + 1))
+        single = nnk.nnk_graph(clouds[c], k=6, kernel=kernel, duplicates="ridge", dtype="float64")
+        np.testing.assert_array_equal(grouped.neighbors[rows] - 12 * c, single.neighbors)
+        np.testing.assert_allclose(directed[rows, rows].toarray(), single.directed_adjacency().toarray(), atol=1e-9)
+        np.testing.assert_allclose(grouped.errors[rows], single.errors, atol=1e-9)
+        np.testing.assert_allclose(grouped.adjacency[rows, rows].toarray(), single.adjacency.toarray(), atol=1e-9)
+        if kernel == "gaussian":  # each cloud has its own bandwidth, as nnk_graph gives it
+            np.testing.assert_allclose(grouped.kernel_values[rows], single.kernel_values, atol=1e-12)
+    # no edge between clouds
+    assert directed[:12, 12:].nnz == 0
+
+
+def test_grouped_nnk_accepts_repeated_points_and_rejects_bad_input():
+    rng = np.random.default_rng(1)
+    clouds = rng.normal(size=(3, 8, 5))
+    clouds[1, 2] = clouds[1, 3]  # identical views happen on augmentation curves
+    result = nnk.grouped_nnk(clouds, k=4)
+    assert np.all(np.isfinite(result.weights)) and np.all(result.weights >= 0)
+    # the copy is a kept neighbour (the ridge makes the repeated candidate solvable)
+    copies = result.weights[8 + 2][np.isin(result.neighbors[8 + 2], [8 + 3])]
+    assert copies.size == 1 and copies[0] > 0
+    with pytest.raises(ValueError, match="k must satisfy"):
+        nnk.grouped_nnk(clouds, k=8)
+    with pytest.raises(ValueError, match="n_clouds, n_points, dim"):
+        nnk.grouped_nnk(clouds[0], k=3)
+    with pytest.raises(ValueError, match="unknown kernel"):
+        nnk.grouped_nnk(clouds, k=3, kernel="laplace")
+    clouds[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        nnk.grouped_nnk(clouds, k=3)
+
+
+def test_grouped_nnk_is_importable_from_the_graph_entry_point():
+    from sslgeom.nnk import grouped_nnk
+
+    assert grouped_nnk is nnk.grouped_nnk and grouped_nnk.__module__ == "sslgeom.nnk"

@@ -20,7 +20,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from sslgeom import published, zoo
-from sslgeom.zoo import CheckpointError, ChecksumError
+from sslgeom.checkpoints import CheckpointError, ChecksumError
 
 
 @functools.cache
@@ -84,9 +84,9 @@ def fake_checkpoint(key, backbone_state):
 
 
 @pytest.fixture
-def checkpoint_dir(tmp_path, monkeypatch):
+def checkpoint_dir(tmp_path, monkeypatch, private_cache):
+    """``$SSLGEOM_CHECKPOINTS`` in a temporary directory, with the private cache in its ``cache/``."""
     monkeypatch.setenv(published.CHECKPOINTS_ENV, str(tmp_path))
-    monkeypatch.setenv("SSLGEOM_CACHE", str(tmp_path / "cache"))
     return tmp_path
 
 

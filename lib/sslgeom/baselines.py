@@ -1,52 +1,27 @@
-"""Label-free and source-domain predictors of transfer, used as baselines for the MGMs.
+"""Label-free statistics of a feature matrix: spectrum-based quality measures that need no labels.
 
-* :func:`rankme` -- effective rank of the feature matrix (Garrido et al., ICML 2023).
-* :func:`alpha_req` -- power-law decay exponent of the feature covariance eigenspectrum
-  (alpha-ReQ, Agrawal et al., NeurIPS 2022).
-* :func:`knn_accuracy` -- accuracy of a cosine k-nearest-neighbour classifier on the source
-  domain (Fashion-MNIST), the usual "kNN monitor" of SSL training.
+* :func:`rankme` -- RankMe (Garrido et al., ICML 2023), the transfer baseline of chapter 05.
+* :func:`effective_rank` -- the effective rank of Roy & Vetterli (2007), the collapse check of the
+  zoo manifest (chapter 01).
+* :func:`eigenspectrum` and :func:`alpha_req` -- the covariance eigenspectrum and its power-law
+  decay exponent (alpha-ReQ, Agrawal et al., NeurIPS 2022).
+
+RankMe and the effective rank are both ``exp`` of the entropy of normalised singular values, but
+they are not the same number: RankMe takes the singular values of the *uncentred* feature matrix and
+adds ``eps`` to each normalised value (as its paper does), the effective rank those of the *centred*
+matrix, without ``eps``. Non-negative features (pooled after a ReLU) have a large mean, which gives
+the uncentred matrix one dominant singular value: RankMe is then well below the effective rank.
+Each number is kept with the definition its chapter cites. Label-using measures (kNN accuracy, the
+linear probe) live in :mod:`sslgeom.evaluation`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_features", "rankme", "eigenspectrum", "alpha_req", "knn_accuracy"]
+from .validation import check_features
 
-
-def check_features(features: np.ndarray, name: str = "features", min_rows: int = 2) -> np.ndarray:
-    """Validate a feature matrix and return it as float64.
-
-    Parameters
-    ----------
-    features : array, shape (n_points, dim)
-    name : str
-        Used in error messages.
-    min_rows : int
-        Minimum number of rows required.
-
-    Raises
-    ------
-    ValueError
-        If the array is not 2-D, has too few rows, or holds NaN or infinite values.
-    """
-    array = np.asarray(features, dtype=np.float64)
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array (n_points, dim); got shape {array.shape}. "
-            "Reshape or stack the per-image features first."
-        )
-    if array.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows; got {array.shape[0]}.")
-    bad = ~np.isfinite(array)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])
-        raise ValueError(
-            f"{name} contains NaN or infinite values in {len(rows)} of {array.shape[0]} rows "
-            f"(first: {rows[:5].tolist()}). Check the model's forward pass or the feature cache "
-            "(delete the stale cache entry and recompute)."
-        )
-    return array
+__all__ = ["rankme", "effective_rank", "eigenspectrum", "alpha_req"]
 
 
 def rankme(features: np.ndarray, eps: float = 1e-7) -> float:
@@ -74,6 +49,34 @@ def rankme(features: np.ndarray, eps: float = 1e-7) -> float:
         raise ValueError("features are all zero; RankMe is undefined for a zero matrix.")
     p = singular / total + eps
     return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def effective_rank(features: np.ndarray) -> float:
+    """Effective rank (Roy & Vetterli, 2007) of centred features.
+
+    ``exp(H(p))`` with ``p`` the singular values of the centred matrix divided by their sum and
+    ``H`` the Shannon entropy: ``dim`` for isotropic features, 1 for features on a line, and close to
+    1 for a collapsed representation. Unlike :func:`rankme`, the features are centred and no ``eps``
+    is added.
+
+    Parameters
+    ----------
+    features : array, shape (n_points, dim)
+        ``n_points >= 2``.
+
+    Returns
+    -------
+    float
+        A value in ``[1, min(n_points - 1, dim)]``; 0.0 if all points coincide.
+    """
+    array = check_features(features)
+    singular = np.linalg.svd(array - array.mean(axis=0), compute_uv=False)
+    total = singular.sum()
+    if total <= 1e-12 * max(1.0, np.abs(array).max()):
+        return 0.0
+    p = singular / total
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def eigenspectrum(features: np.ndarray) -> np.ndarray:
@@ -147,24 +150,3 @@ def alpha_req(
         )
     slope, _ = np.polyfit(np.log(ranks[keep]), np.log(eigen[keep]), deg=1)
     return float(-slope)
-
-
-def knn_accuracy(
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    test_features: np.ndarray,
-    test_labels: np.ndarray,
-    k: int = 20,
-    block_size: int = 2048,
-) -> float:
-    """Source-domain cosine kNN accuracy, the label-using baseline.
-
-    The same protocol as the zoo manifest's kNN column: see :func:`sslgeom.probe.knn_accuracy`
-    (majority vote over ``k`` cosine neighbours, ties to the smallest label). Features are
-    ``(n_train, dim)`` and ``(n_test, dim)``; labels are non-negative integers.
-    """
-    from .probe import knn_accuracy as probe_knn_accuracy
-
-    return probe_knn_accuracy(
-        train_features, train_labels, test_features, test_labels, k=k, block_size=block_size
-    )

@@ -171,6 +171,25 @@ def load_table(path: str | Path) -> Any:
         ) from error
 
 
+def read_entry(path: str | Path, loader: Callable[[Path], Any] | None = None) -> Any | None:
+    """The cached value at ``path``, or ``None`` when it must be (re)computed.
+
+    A missing entry gives ``None``; so does a corrupt or truncated one (for example a disk that
+    filled up at write time), which is deleted so that the recomputed value replaces it.
+    ``loader`` defaults to :func:`load_table` for ``.pkl`` entries and :func:`load_arrays` otherwise.
+    """
+    path = Path(path)
+    if loader is None:
+        loader = load_table if path.suffix == ".pkl" else load_arrays
+    if not path.exists():
+        return None
+    try:
+        return loader(path)
+    except ValueError:
+        path.unlink(missing_ok=True)
+        return None
+
+
 def entry_path(namespace: str, key: str, suffix: str) -> Path:
     """Path of the cache entry ``key`` in ``namespace`` (a sub-directory of :func:`cache_dir`)."""
     if not namespace or namespace.startswith("/") or ".." in Path(namespace).parts:
@@ -201,11 +220,9 @@ def cached_arrays(
     dict of str to numpy.ndarray
     """
     path = entry_path(namespace, content_key(key_parts), ".npz")
-    if path.exists():
-        try:
-            return load_arrays(path)
-        except ValueError:
-            path.unlink(missing_ok=True)  # corrupt entry (e.g. disk full at write time): recompute
+    cached = read_entry(path, load_arrays)
+    if cached is not None:
+        return cached
     arrays = {name: np.asarray(value) for name, value in compute().items()}
     save_arrays(path, **arrays)
     return arrays
@@ -214,11 +231,9 @@ def cached_arrays(
 def cached_table(namespace: str, key_parts: Any, compute: Callable[[], Any]) -> Any:
     """Like :func:`cached_arrays` for a DataFrame or other picklable result."""
     path = entry_path(namespace, content_key(key_parts), ".pkl")
-    if path.exists():
-        try:
-            return load_table(path)
-        except ValueError:
-            path.unlink(missing_ok=True)
+    cached = read_entry(path, load_table)
+    if cached is not None:
+        return cached
     table = compute()
     save_table(path, table)
     return table

@@ -226,14 +226,8 @@ def embed(
 
     Parameters
     ----------
-    model : str or model object
-        Zoo name or loaded model (see :func:`resolve_model`).
-    images : torch.Tensor or numpy.ndarray
-        ``uint8``, shape ``(n_images, channels, height, width)``.
-    batch_size : int
-        Images per forward pass.
-    device : str or torch.device
-        Device of the forward passes.
+    model, images, batch_size, device, progress, num_threads
+        As in :func:`embed_images`, which computes the features on a cache miss.
     cache_key_parts : optional
         Plain values that fully determine ``images`` (e.g. image ids, family, grid, seed). When
         None, the images are identified by a hash of their bytes.
@@ -241,10 +235,6 @@ def embed(
         False computes without reading or writing the cache.
     normalize : bool
         Return L2-normalised rows (the cache always stores raw features).
-    progress : bool
-        Show a tqdm bar over batches when computing.
-    num_threads : int, optional
-        Torch CPU threads while computing (restored afterwards).
 
     Returns
     -------

@@ -40,6 +40,8 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from sslgeom import nnk
+from sslgeom.kernels import kernel_from_sq_distances, kernel_space, reconstruction_error
+from sslgeom.validation import check_features
 
 GraphName = Literal["nnk", "knn"]
 METRICS: tuple[str, ...] = (
@@ -58,15 +60,13 @@ _BLOCK_VALUES = 1 << 23
 
 
 def _geometry_points(result: nnk.NNKResult, features) -> np.ndarray:
-    points = np.asarray(features, dtype=np.float64)
-    if points.ndim != 2 or points.shape[0] != result.n_points:
+    points = check_features(features)
+    if points.shape[0] != result.n_points:
         raise ValueError(
             f"features must have shape ({result.n_points}, dim) to match the graph, got "
             f"{points.shape}; pass the same features the NNK result was built from."
         )
-    if result.kernel == "cosine":
-        points = points / np.linalg.norm(points, axis=1, keepdims=True)
-    return points
+    return kernel_space(points, result.kernel)
 
 
 def _neighbour_weights(result: nnk.NNKResult, graph: str) -> tuple[np.ndarray, np.ndarray]:
@@ -78,12 +78,6 @@ def _neighbour_weights(result: nnk.NNKResult, graph: str) -> tuple[np.ndarray, n
         weights = result.kernel_values / result.kernel_values.sum(axis=1, keepdims=True)
         return mask, weights
     raise ValueError(f"graph must be 'nnk' or 'knn', got {graph!r}.")
-
-
-def _kernel_of_sq(sq: np.ndarray, result: nnk.NNKResult) -> np.ndarray:
-    if result.kernel == "gaussian":
-        return np.exp(-sq / (2.0 * result.kernel_params["sigma"] ** 2))
-    return np.clip(1.0 - sq / 4.0, 0.0, None) ** result.kernel_params["power"]
 
 
 def _dense_tangent_bases(
@@ -349,6 +343,71 @@ def _knn_adjacency(result: nnk.NNKResult) -> sp.csr_matrix:
     return binary.maximum(binary.T).tocsr()
 
 
+def _local_geometry(
+    result: nnk.NNKResult,
+    points: np.ndarray,
+    mask: np.ndarray,
+    weights: np.ndarray,
+    graph: str,
+    tangent_dim: int | None,
+    variance_fraction: float,
+    max_tangent_dim: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Diameter, reconstruction error and tangent bases of every node, in blocks of nodes.
+
+    Parameters
+    ----------
+    result : NNKResult
+    points : np.ndarray, shape (n_points, dim)
+        Features in the kernel's space (:func:`_geometry_points`).
+    mask, weights : np.ndarray, shape (n_points, k)
+        Neighbours and weights of the graph (:func:`_neighbour_weights`).
+    graph : {"nnk", "knn"}
+    tangent_dim, variance_fraction, max_tangent_dim, progress
+        See :func:`node_metrics`.
+
+    Returns
+    -------
+    diameter : np.ndarray, shape (n_points,)
+    error : np.ndarray, shape (n_points,)
+    bases : np.ndarray, shape (n_points, dim, d_max)
+    dims : np.ndarray, shape (n_points,), int64
+    """
+    n_points, k = result.neighbors.shape
+    dim = points.shape[1]
+    diameter = np.zeros(n_points)
+    error = np.empty(n_points)
+    width = int(tangent_dim) if tangent_dim is not None else int(max_tangent_dim)
+    bases = np.zeros((n_points, dim, min(width, k, dim)))
+    dims = np.zeros(n_points, dtype=np.int64)
+    rows = max(1, _BLOCK_VALUES // (k * max(k, dim)))
+    for start in tqdm(range(0, n_points, rows), desc=f"MGM {graph}", disable=not progress,
+                      leave=False):
+        stop = min(start + rows, n_points)
+        cand = points[result.neighbors[start:stop]]  # (b, k, dim)
+        block_mask = mask[start:stop]
+        sq_norms = (cand**2).sum(-1)
+        inner = cand @ np.transpose(cand, (0, 2, 1))
+        pair_sq = np.maximum(sq_norms[:, :, None] + sq_norms[:, None, :] - 2.0 * inner, 0.0)
+        both = block_mask[:, :, None] & block_mask[:, None, :]
+        diameter[start:stop] = np.sqrt(np.where(both, pair_sq, 0.0).max(axis=(1, 2)))
+        if graph == "nnk":
+            error[start:stop] = result.errors[start:stop]
+        else:
+            gram = kernel_from_sq_distances(pair_sq, result.kernel, result.kernel_params)
+            error[start:stop] = reconstruction_error(
+                gram, result.kernel_values[start:stop], weights[start:stop]
+            )
+        block_bases, block_dims = tangent_bases(
+            cand - points[start:stop, None, :], block_mask, tangent_dim,
+            variance_fraction=variance_fraction, max_tangent_dim=max_tangent_dim,
+        )
+        bases[start:stop, :, : block_bases.shape[2]] = block_bases
+        dims[start:stop] = block_dims
+    return diameter, error, bases, dims
+
+
 def node_metrics(
     result: nnk.NNKResult,
     features,
@@ -382,40 +441,11 @@ def node_metrics(
     """
     points = _geometry_points(result, features)
     mask, weights = _neighbour_weights(result, graph)
-    n_points, k = result.neighbors.shape
-    dim = points.shape[1]
-    diameter = np.zeros(n_points)
-    error = np.empty(n_points)
-    width = int(tangent_dim) if tangent_dim is not None else int(max_tangent_dim)
-    bases = np.zeros((n_points, dim, min(width, k, dim)))
-    dims = np.zeros(n_points, dtype=np.int64)
-    rows = max(1, _BLOCK_VALUES // (k * max(k, dim)))
-    for start in tqdm(range(0, n_points, rows), desc=f"MGM {graph}", disable=not progress,
-                      leave=False):
-        stop = min(start + rows, n_points)
-        cand = points[result.neighbors[start:stop]]  # (b, k, dim)
-        block_mask = mask[start:stop]
-        sq_norms = (cand**2).sum(-1)
-        inner = cand @ np.transpose(cand, (0, 2, 1))
-        pair_sq = np.maximum(sq_norms[:, :, None] + sq_norms[:, None, :] - 2.0 * inner, 0.0)
-        both = block_mask[:, :, None] & block_mask[:, None, :]
-        diameter[start:stop] = np.sqrt(np.where(both, pair_sq, 0.0).max(axis=(1, 2)))
-        if graph == "nnk":
-            error[start:stop] = result.errors[start:stop]
-        else:
-            gram = _kernel_of_sq(pair_sq, result)
-            w = weights[start:stop]
-            linear = result.kernel_values[start:stop]
-            error[start:stop] = np.maximum(
-                1.0 - 2.0 * (w * linear).sum(1) + np.einsum("bk,bkl,bl->b", w, gram, w), 0.0
-            )
-        block_bases, block_dims = tangent_bases(
-            cand - points[start:stop, None, :], block_mask, tangent_dim,
-            variance_fraction=variance_fraction, max_tangent_dim=max_tangent_dim,
-        )
-        bases[start:stop, :, : block_bases.shape[2]] = block_bases
-        dims[start:stop] = block_dims
-
+    n_points = result.n_points
+    diameter, error, bases, dims = _local_geometry(
+        result, points, mask, weights, graph, tangent_dim, variance_fraction, max_tangent_dim,
+        progress,
+    )
     subspace_angle = _mean_neighbour_angle(bases, dims, result.neighbors, mask)
     counts = mask.sum(axis=1)
     entropy = _weight_entropy(mask, weights)

@@ -7,7 +7,7 @@ within minutes on two CPU cores:
 * ``resnet``: a narrow residual network with one basic block per stage.
 
 Both end in global average pooling and return ``(batch, feature_dim)`` features; nothing after the
-pooling belongs to the backbone (projection heads live in :mod:`sslgeom.train`).
+pooling belongs to the backbone (projection heads live in :mod:`sslgeom.ssl_methods`).
 """
 
 from __future__ import annotations

@@ -307,12 +307,49 @@ def _inner_products(points, neighbors, node, rows, inner):
 
 @njit(cache=True, nogil=True)
 def _kernel(sq_distance, kernel, param):
+    """:func:`sslgeom.kernels.kernel_from_sq_distances` for one value (tested equal to it)."""
     if kernel == GAUSSIAN:
         return np.exp(-sq_distance / (2.0 * param * param))
     value = 1.0 - sq_distance / 4.0
     if value <= 0.0:
         return 0.0
     return value**param
+
+
+@njit(cache=True, nogil=True)
+def _node_kernels(sq_norms, neighbors, node, inner, kernel, param, ridge, gram, linear, sq_out):
+    """``K_SS`` (``1 + ridge`` on the diagonal), ``K_Si`` and squared distances of one node.
+
+    ``inner`` holds the inner products of :func:`_inner_products`; ``gram`` (k, k), ``linear``
+    (k,) and ``sq_out`` (k,) are overwritten. The diagonal is ``K(x, x) = 1`` for both kernels
+    (as :func:`sslgeom.kernels.unit_diagonal`).
+    """
+    k = neighbors.shape[1]
+    for a in range(k):
+        norm_a = sq_norms[neighbors[node, a]]
+        sq = max(norm_a + sq_norms[node] - 2.0 * inner[k, a], 0.0)
+        sq_out[a] = sq
+        linear[a] = _kernel(sq, kernel, param)
+        gram[a, a] = 1.0 + ridge
+        for b in range(a):
+            pair = max(norm_a + sq_norms[neighbors[node, b]] - 2.0 * inner[a, b], 0.0)
+            value = _kernel(pair, kernel, param)
+            gram[a, b] = value
+            gram[b, a] = value
+
+
+@njit(cache=True, nogil=True)
+def _reconstruction_error(gram, linear, theta, ridge):
+    """:func:`sslgeom.kernels.reconstruction_error` of one node, summed over the support."""
+    k = linear.shape[0]
+    error = 1.0
+    for a in range(k):
+        if theta[a] > 0.0:
+            error -= 2.0 * linear[a] * theta[a]
+            for b in range(k):
+                if theta[b] > 0.0:
+                    error += theta[a] * (gram[a, b] - (ridge if a == b else 0.0)) * theta[b]
+    return max(error, 0.0)
 
 
 @njit(cache=True, parallel=True)
@@ -368,17 +405,8 @@ def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, to
         _inner_products(points, neighbors, node, rows, inner)
         gram = np.empty((k, k))
         linear = kernel_values[local]
-        for a in range(k):
-            norm_a = sq_norms[neighbors[node, a]]
-            sq = max(norm_a + sq_norms[node] - 2.0 * inner[k, a], 0.0)
-            sq_distances[local, a] = sq
-            linear[a] = _kernel(sq, kernel, param)
-            gram[a, a] = 1.0 + ridge  # K(x, x) = 1 for both kernels
-            for b in range(a):
-                pair = max(norm_a + sq_norms[neighbors[node, b]] - 2.0 * inner[a, b], 0.0)
-                value = _kernel(pair, kernel, param)
-                gram[a, b] = value
-                gram[b, a] = value
+        _node_kernels(sq_norms, neighbors, node, inner, kernel, param, ridge, gram, linear,
+                      sq_distances[local])
         chol = np.empty((k, k))
         z = np.empty(k)
         passive = np.empty(k, dtype=np.int64)
@@ -391,12 +419,5 @@ def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, to
         if code == OK and residual[local] > tol:
             code = KKT_FAILED
         status[local] = code
-        error = 1.0
-        for a in range(k):
-            if theta[a] > 0.0:
-                error -= 2.0 * linear[a] * theta[a]
-                for b in range(k):
-                    if theta[b] > 0.0:
-                        error += theta[a] * (gram[a, b] - (ridge if a == b else 0.0)) * theta[b]
-        errors[local] = max(error, 0.0)
+        errors[local] = _reconstruction_error(gram, linear, theta, ridge)
     return weights, errors, residual, kernel_values, sq_distances, iterations, status

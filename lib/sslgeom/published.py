@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslgeom.cache import atomic_write, cache_dir, file_sha256
+from sslgeom.checkpoints import CheckpointError, LoadedModel, freeze, load_state_strict, verify_sha256
 
 CHECKPOINTS_ENV = "SSLGEOM_CHECKPOINTS"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -259,15 +260,8 @@ def verify_checksum(path: Path, spec: PublishedSpec) -> None:
     """Compare the file's SHA-256 with the registry (full hash or published prefix), if known."""
     if not spec.sha256 and not spec.sha256_prefix:
         return
-    from sslgeom.zoo import ChecksumError
-
-    actual = file_sha256(path)
-    expected = (spec.sha256 or spec.sha256_prefix or "").lower()
-    if not actual.startswith(expected):
-        raise ChecksumError(
-            f"SHA-256 of {path} is {actual}, expected {'a hash starting with ' if not spec.sha256 else ''}{expected}. "
-            f"The file is truncated, corrupt or a different release; download it again from {spec.url}."
-        )
+    verify_sha256(path, spec.sha256 or spec.sha256_prefix, prefix=not spec.sha256,
+                  fix=f"download it again from {spec.url}")
 
 
 def remap_state_dict(raw: dict[str, Any], spec: PublishedSpec) -> dict[str, torch.Tensor]:
@@ -369,18 +363,16 @@ def load_published(
 
     Returns
     -------
-    sslgeom.zoo.LoadedModel
+    sslgeom.checkpoints.LoadedModel
         2048-d pooled features; ``info`` has the registry fields and the file's SHA-256.
 
     Raises
     ------
     FileNotFoundError
         No local file (message: where to put it, source URL).
-    sslgeom.zoo.ChecksumError, sslgeom.zoo.CheckpointError
+    sslgeom.checkpoints.ChecksumError, sslgeom.checkpoints.CheckpointError
         Hash mismatch; unreadable file; key layout mismatch (missing and unexpected keys listed).
     """
-    from sslgeom.zoo import CheckpointError, LoadedModel, load_state_strict
-
     spec = get_spec(key)
     path = Path(path) if path is not None else find_checkpoint(key)
     if not path.is_file():
@@ -403,9 +395,7 @@ def load_published(
     # fill BatchNorm counters (dropped above) so that the strict load sees only real differences
     state.update({k: v for k, v in backbone.state_dict().items() if k.endswith("num_batches_tracked")})
     load_state_strict(backbone, state, source=f"published/{key} ({path.name})")
-    backbone.eval().to(device)
-    for parameter in backbone.parameters():
-        parameter.requires_grad_(False)
+    freeze(backbone, device)
     info = {
         "name": f"published/{key}",
         "method": spec.method,

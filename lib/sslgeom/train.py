@@ -1,312 +1,41 @@
-"""SSL methods (lightly losses and heads on our backbones) and one training loop for all of them.
+"""One training loop for every SSL method, with budget checkpoints and exact resumption.
 
-Each method is a small ``nn.Module`` holding the backbone plus whatever the method needs (heads,
-a momentum teacher, prototypes); ``loss(view_a, view_b)`` returns the scalar training loss and
-``after_step(progress)`` does per-step bookkeeping (momentum updates, prototype normalisation).
-The registry :data:`METHODS` maps a name to its paradigm and constructor, so a training run is
-fully described by a :class:`TrainConfig`.
+A run is fully described by a :class:`TrainConfig` (method, backbone, policy, seeds, budget,
+optimiser); :func:`train_model` trains it, calling back at checkpoint steps with a copy of the
+backbone and the complete training state (:mod:`sslgeom.train_state`), and can resume from such a
+state. The methods themselves live in :mod:`sslgeom.ssl_methods`.
+
+Speed (measured in ``benchmarks/train.py``): views are computed per sample on the whole batch,
+activations are kept in channels-last memory format, the optimiser is the fused kernel, and losses
+are read back to Python once every 25 steps rather than after each. bfloat16 autocast
+(``mixed_precision``) pays off only on CPUs with native bf16 (AVX512-BF16/AMX); on AVX2-only CPUs it
+is emulated and 10-30x slower than float32, so the zoo trains in float32.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lightly.loss import (
-    BarlowTwinsLoss,
-    DINOLoss,
-    NegativeCosineSimilarity,
-    NTXentLoss,
-    SwaVLoss,
-    VICRegLoss,
-)
-from lightly.models.modules.heads import (
-    BarlowTwinsProjectionHead,
-    BYOLPredictionHead,
-    BYOLProjectionHead,
-    DINOProjectionHead,
-    MoCoProjectionHead,
-    SimCLRProjectionHead,
-    SimSiamPredictionHead,
-    SimSiamProjectionHead,
-    SwaVProjectionHead,
-    SwaVPrototypes,
-    VICRegProjectionHead,
-)
-from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
 from sslgeom.models import build_backbone, normalize_images
-from sslgeom.ssl_augment import get_policy, random_views
+from sslgeom.ssl_augment import AugmentationPolicy, get_policy, random_views
+from sslgeom.ssl_methods import MethodSpec, SSLMethod, get_method
+from sslgeom.train_state import TrainingState, capture_state, restore_state
 
-
-class SSLMethod(nn.Module):
-    """Base class: a backbone plus method-specific parts.
-
-    Subclasses implement :meth:`loss`; :meth:`after_step` defaults to doing nothing.
-    """
-
-    #: whether the method needs labels (only the supervised reference does)
-    uses_labels = False
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.feature_dim: int = backbone.feature_dim
-        #: run backbones under bfloat16 autocast (heads and losses stay float32); set by train_model
-        self.mixed_precision = False
-
-    def encode(self, images: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
-        """Backbone features ``(batch, feature_dim)`` in float32, optionally computed in bfloat16."""
-        backbone = self.backbone if backbone is None else backbone
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
-            features = backbone(images)
-        return features.float()
-
-    def loss(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
-
-    def after_step(self, progress: float) -> None:
-        """Per-step bookkeeping; ``progress`` is the fraction of training done, in ``[0, 1]``."""
-
-
-def _momentum_copy(module: nn.Module) -> nn.Module:
-    teacher = copy.deepcopy(module)
-    deactivate_requires_grad(teacher)
-    return teacher
-
-
-class SimCLR(SSLMethod):
-    """SimCLR: NT-Xent between two views, negatives from the batch."""
-
-    def __init__(self, backbone: nn.Module, temperature: float = 0.2, out_dim: int = 64) -> None:
-        super().__init__(backbone)
-        self.head = SimCLRProjectionHead(self.feature_dim, self.feature_dim, out_dim)
-        self.criterion = NTXentLoss(temperature=temperature)
-
-    def loss(self, view_a, view_b):
-        z_a = self.head(self.encode(view_a))
-        z_b = self.head(self.encode(view_b))
-        return self.criterion(z_a, z_b)
-
-
-class MoCoV2(SSLMethod):
-    """MoCo-v2: query encoder vs momentum key encoder, negatives from a memory bank."""
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        temperature: float = 0.2,
-        out_dim: int = 64,
-        bank_size: int = 4096,
-        momentum: tuple[float, float] = (0.99, 1.0),
-    ) -> None:
-        super().__init__(backbone)
-        self.head = MoCoProjectionHead(self.feature_dim, self.feature_dim, out_dim)
-        self.backbone_key = _momentum_copy(self.backbone)
-        self.head_key = _momentum_copy(self.head)
-        self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(bank_size, out_dim))
-        self.momentum = momentum
-
-    def loss(self, view_a, view_b):
-        query = self.head(self.encode(view_a))
-        with torch.no_grad():
-            key = self.head_key(self.encode(view_b, self.backbone_key))
-        return self.criterion(query, key)
-
-    def after_step(self, progress):
-        m = cosine_schedule(int(progress * 1000), 1000, *self.momentum)
-        update_momentum(self.backbone, self.backbone_key, m)
-        update_momentum(self.head, self.head_key, m)
-
-
-class BYOL(SSLMethod):
-    """BYOL: online network with predictor regresses a momentum target (negative cosine)."""
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        hidden_dim: int = 512,
-        out_dim: int = 128,
-        momentum: tuple[float, float] = (0.99, 1.0),
-    ) -> None:
-        super().__init__(backbone)
-        self.projector = BYOLProjectionHead(self.feature_dim, hidden_dim, out_dim)
-        self.predictor = BYOLPredictionHead(out_dim, hidden_dim, out_dim)
-        self.backbone_target = _momentum_copy(self.backbone)
-        self.projector_target = _momentum_copy(self.projector)
-        self.criterion = NegativeCosineSimilarity()
-        self.momentum = momentum
-
-    def loss(self, view_a, view_b):
-        p_a = self.predictor(self.projector(self.encode(view_a)))
-        p_b = self.predictor(self.projector(self.encode(view_b)))
-        with torch.no_grad():
-            t_a = self.projector_target(self.encode(view_a, self.backbone_target))
-            t_b = self.projector_target(self.encode(view_b, self.backbone_target))
-        return 0.5 * (self.criterion(p_a, t_b) + self.criterion(p_b, t_a))
-
-    def after_step(self, progress):
-        m = cosine_schedule(int(progress * 1000), 1000, *self.momentum)
-        update_momentum(self.backbone, self.backbone_target, m)
-        update_momentum(self.projector, self.projector_target, m)
-
-
-class SimSiam(SSLMethod):
-    """SimSiam: predictor plus stop-gradient, no momentum encoder and no negatives."""
-
-    def __init__(self, backbone: nn.Module, proj_dim: int = 256, pred_hidden: int = 64) -> None:
-        super().__init__(backbone)
-        self.projector = SimSiamProjectionHead(self.feature_dim, proj_dim, proj_dim)
-        self.predictor = SimSiamPredictionHead(proj_dim, pred_hidden, proj_dim)
-        self.criterion = NegativeCosineSimilarity()
-
-    def loss(self, view_a, view_b):
-        z_a = self.projector(self.encode(view_a))
-        z_b = self.projector(self.encode(view_b))
-        p_a, p_b = self.predictor(z_a), self.predictor(z_b)
-        return 0.5 * (self.criterion(p_a, z_b.detach()) + self.criterion(p_b, z_a.detach()))
-
-
-class BarlowTwins(SSLMethod):
-    """Barlow Twins: cross-correlation of the two views' projections pushed to the identity."""
-
-    def __init__(self, backbone: nn.Module, proj_dim: int = 512, lambda_param: float = 5e-3) -> None:
-        super().__init__(backbone)
-        self.projector = BarlowTwinsProjectionHead(self.feature_dim, proj_dim, proj_dim)
-        self.criterion = BarlowTwinsLoss(lambda_param=lambda_param)
-
-    def loss(self, view_a, view_b):
-        return self.criterion(self.projector(self.encode(view_a)), self.projector(self.encode(view_b)))
-
-
-class VICReg(SSLMethod):
-    """VICReg: invariance, variance and covariance terms on the projections."""
-
-    def __init__(self, backbone: nn.Module, proj_dim: int = 512) -> None:
-        super().__init__(backbone)
-        self.projector = VICRegProjectionHead(self.feature_dim, proj_dim, proj_dim, num_layers=2)
-        self.criterion = VICRegLoss()
-
-    def loss(self, view_a, view_b):
-        return self.criterion(self.projector(self.encode(view_a)), self.projector(self.encode(view_b)))
-
-
-class SwAV(SSLMethod):
-    """SwAV: swapped prediction of Sinkhorn cluster codes over learnable prototypes."""
-
-    def __init__(
-        self, backbone: nn.Module, out_dim: int = 64, n_prototypes: int = 100, frozen_fraction: float = 0.05
-    ) -> None:
-        super().__init__(backbone)
-        self.projector = SwaVProjectionHead(self.feature_dim, 256, out_dim)
-        self.prototypes = SwaVPrototypes(out_dim, n_prototypes)
-        self.criterion = SwaVLoss(temperature=0.1, sinkhorn_epsilon=0.05)
-        # prototypes stay fixed at the start so the codes do not chase a moving target
-        self.frozen_fraction = frozen_fraction
-        self._progress = 0.0
-
-    def loss(self, view_a, view_b):
-        self.prototypes.normalize()
-        self.prototypes.requires_grad_(self._progress >= self.frozen_fraction)
-        scores = [
-            self.prototypes(F.normalize(self.projector(self.encode(view)), dim=1))
-            for view in (view_a, view_b)
-        ]
-        return self.criterion(scores, [])
-
-    def after_step(self, progress):
-        self._progress = progress
-
-
-class DINO(SSLMethod):
-    """DINO: student matches a centred, sharpened momentum teacher over many output dimensions."""
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        out_dim: int = 1024,
-        momentum: tuple[float, float] = (0.99, 1.0),
-        teacher_temp: float = 0.04,
-    ) -> None:
-        super().__init__(backbone)
-        self.head = DINOProjectionHead(self.feature_dim, 256, 64, out_dim, batch_norm=True)
-        self.backbone_teacher = _momentum_copy(self.backbone)
-        # weight-normed layers cannot be deep-copied: build a twin and copy the weights
-        self.head_teacher = DINOProjectionHead(self.feature_dim, 256, 64, out_dim, batch_norm=True)
-        self.head_teacher.load_state_dict(self.head.state_dict())
-        deactivate_requires_grad(self.head_teacher)
-        self.criterion = DINOLoss(
-            output_dim=out_dim, warmup_teacher_temp=teacher_temp, teacher_temp=teacher_temp,
-            warmup_teacher_temp_epochs=0,
-        )
-        self.momentum = momentum
-
-    def loss(self, view_a, view_b):
-        student = [self.head(self.encode(view)) for view in (view_a, view_b)]
-        with torch.no_grad():
-            teacher = [self.head_teacher(self.encode(view, self.backbone_teacher)) for view in (view_a, view_b)]
-        return self.criterion(teacher, student, teacher_temp=self.criterion.teacher_temp)
-
-    def after_step(self, progress):
-        m = cosine_schedule(int(progress * 1000), 1000, *self.momentum)
-        update_momentum(self.backbone, self.backbone_teacher, m)
-        update_momentum(self.head, self.head_teacher, m)
-
-
-class Supervised(SSLMethod):
-    """Supervised reference: linear classifier on the backbone, cross-entropy on labels."""
-
-    uses_labels = True
-
-    def __init__(self, backbone: nn.Module, n_classes: int = 10) -> None:
-        super().__init__(backbone)
-        self.classifier = nn.Linear(self.feature_dim, n_classes)
-
-    def loss(self, view_a, labels):
-        return F.cross_entropy(self.classifier(self.encode(view_a)), labels)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered method: its paradigm label and how to wrap a backbone."""
-
-    name: str
-    paradigm: str
-    build: Callable[[nn.Module], SSLMethod] | None
-
-
-#: name -> spec. ``random`` has no training (``build`` is None).
-METHODS: dict[str, MethodSpec] = {
-    spec.name: spec
-    for spec in (
-        MethodSpec("simclr", "contrastive", SimCLR),
-        MethodSpec("moco-v2", "contrastive", MoCoV2),
-        MethodSpec("byol", "non-contrastive", BYOL),
-        MethodSpec("simsiam", "non-contrastive", SimSiam),
-        MethodSpec("barlowtwins", "non-contrastive", BarlowTwins),
-        MethodSpec("vicreg", "non-contrastive", VICReg),
-        MethodSpec("swav", "clustering", SwAV),
-        MethodSpec("dino", "clustering", DINO),
-        MethodSpec("supervised", "supervised", Supervised),
-        MethodSpec("random", "random", None),
-    )
-}
-
-
-def get_method(name: str) -> MethodSpec:
-    """Look up a method; unknown names raise an error listing the registered ones."""
-    if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}; choose one of {sorted(METHODS)}.")
-    return METHODS[name]
+__all__ = ["TrainConfig", "TrainResult", "Checkpoint", "Run", "prepare_run", "check_checkpoint_steps", "train_model"]
 
 
 @dataclass(frozen=True)
@@ -318,9 +47,10 @@ class TrainConfig:
     method, backbone, policy : str
         Names in :data:`METHODS`, :data:`sslgeom.models.BACKBONES`, :data:`sslgeom.ssl_augment.POLICIES`.
     seed : int
-        Seeds the initial weights, the training subset, batch order and augmentations.
+        Seeds the initial weights of the backbone; with ``data_seed`` unset also the training subset,
+        batch order, augmentations and head initialisation.
     epochs : int
-        Passes over the training subset.
+        Passes over the training subset (used when ``images`` is None).
     n_train : int
         Size of the random training subset of the Fashion-MNIST train split.
     batch_size : int
@@ -329,12 +59,23 @@ class TrainConfig:
     warmup_fraction : float
         Fraction of steps used for the warm-up.
     mixed_precision : bool
-        Run the backbone under bfloat16 autocast (about 1.5-2x faster on CPU here); projection
-        heads, losses and the stored weights stay float32.
+        Run the backbone under bfloat16 autocast (faster only on CPUs with native bf16; about 10-30x
+        slower on AVX2-only CPUs); projection heads, losses and the stored weights stay float32.
     optimizer : str
         ``"adamw"`` or ``"sgd"`` (momentum 0.9).
     options : dict
         Keyword arguments for the method's constructor (e.g. ``{"temperature": 0.1}``).
+    images : int or None
+        Training budget in images seen (each with its two views); a multiple of ``batch_size``.
+        Overrides ``epochs``; the subset is revisited in a fresh order as often as needed.
+    data_seed : int or None
+        Seeds the training subset, batch order, augmentation stream and head initialisation
+        separately from the initial weights, so that runs sharing ``seed`` share their starting
+        point and nothing else. None: ``seed`` seeds everything (the first zoo's runs).
+    channels_last : bool
+        Keep activations in channels-last memory format (faster convolutions on CPU, same maths).
+    fused_optimizer : bool
+        Use the fused AdamW/SGD kernels (one call per step instead of a loop over parameters).
     """
 
     method: str
@@ -350,9 +91,34 @@ class TrainConfig:
     mixed_precision: bool = True
     optimizer: str = "adamw"
     options: dict = field(default_factory=dict)
+    images: int | None = None
+    data_seed: int | None = None
+    channels_last: bool = True
+    fused_optimizer: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Full batches in one pass over the subset (the last partial batch is dropped: BN, SwAV)."""
+        return self.n_train // self.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run."""
+        if self.images is not None:
+            return self.images // self.batch_size
+        return self.steps_per_epoch * self.epochs
+
+    @property
+    def run_seed(self) -> int:
+        """Seed of everything random in the run except the initial backbone weights."""
+        return self.seed if self.data_seed is None else self.data_seed
+
+    def fingerprint(self) -> str:
+        """Short hash of the configuration; training states record it so they resume only their run."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -362,19 +128,44 @@ class TrainResult:
     Attributes
     ----------
     backbone : nn.Module
-        Trained backbone in eval mode (heads dropped).
+        Trained backbone in eval mode (heads dropped), contiguous memory format.
     epoch_losses : list[float]
-        Mean training loss per epoch.
+        Mean training loss per epoch (the last one may be partial when ``images`` sets the budget).
     step_losses : list[float]
         Training loss of every step (for training curves).
     seconds : float
-        Wall-clock training time.
+        Wall-clock training time of this call (a resumed run counts only the steps it trained).
     """
 
     backbone: nn.Module
     epoch_losses: list[float] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`train_model` hands to ``on_checkpoint`` after a checkpoint step.
+
+    Attributes
+    ----------
+    step : int
+        Optimiser steps done.
+    images_seen : int
+        ``step * batch_size``.
+    backbone : nn.Module
+        A copy of the backbone in eval mode and contiguous format (training goes on with the original).
+    state : TrainingState
+        Everything needed to resume the run from here (see :mod:`sslgeom.train_state`).
+    seconds : float
+        Training time of this call so far.
+    """
+
+    step: int
+    images_seen: int
+    backbone: nn.Module
+    state: TrainingState
+    seconds: float
 
 
 def _learning_rate(step: int, total: int, base_lr: float, warmup_fraction: float) -> float:
@@ -384,35 +175,9 @@ def _learning_rate(step: int, total: int, base_lr: float, warmup_fraction: float
     return cosine_schedule(step - warmup, max(1, total - warmup), base_lr, 0.0)
 
 
-def train_model(
-    config: TrainConfig,
-    images: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    *,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> TrainResult:
-    """Train one backbone with one method.
-
-    Parameters
-    ----------
-    config : TrainConfig
-    images : torch.Tensor
-        ``uint8`` ``(n_images, channels, height, width)``; a random subset of ``config.n_train``
-        images (drawn with ``config.seed``) is used.
-    labels : torch.Tensor or None
-        ``int64`` ``(n_images,)``; required only by the supervised reference.
-    device : str or torch.device
-    progress : bool
-        Show a tqdm bar over steps.
-
-    Returns
-    -------
-    TrainResult
-        For ``random`` the untrained, seeded backbone with empty loss lists.
-    """
+def _check_run(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None) -> MethodSpec:
     spec = get_method(config.method)
-    policy = get_policy(config.policy)
+    get_policy(config.policy)
     if images.ndim != 4 or images.dtype != torch.uint8:
         raise ValueError(
             f"images must be a uint8 tensor (n, channels, height, width), got {images.dtype} "
@@ -428,65 +193,216 @@ def train_model(
         raise ValueError(f"n_train ({config.n_train}) must be at least batch_size ({config.batch_size}).")
     if config.n_train > len(images):
         raise ValueError(f"n_train ({config.n_train}) exceeds the {len(images)} images given.")
+    if config.images is not None and (config.images < config.batch_size or config.images % config.batch_size):
+        raise ValueError(
+            f"images (the budget, {config.images}) must be a positive multiple of batch_size "
+            f"({config.batch_size}); round it to {max(1, round(config.images / config.batch_size)) * config.batch_size}."
+        )
+    return spec
 
-    backbone = build_backbone(config.backbone, in_channels=images.shape[1], seed=config.seed)
+
+def check_checkpoint_steps(steps: Sequence[int], total_steps: int) -> list[int]:
+    """Validate checkpoint steps: integers, strictly increasing, within ``1 .. total_steps``.
+
+    Raises
+    ------
+    ValueError
+        With the offending steps and the run's length.
+    """
+    steps = [int(step) for step in steps]
+    if any(b <= a for a, b in zip(steps, steps[1:])) or any(not 1 <= step <= total_steps for step in steps):
+        raise ValueError(
+            f"checkpoint steps {steps} do not fit a run of {total_steps} steps: they must increase strictly "
+            f"and lie in 1..{total_steps}."
+        )
+    return steps
+
+
+def _build_optimizer(config: TrainConfig, method: SSLMethod) -> torch.optim.Optimizer:
+    parameters = [p for p in method.parameters() if p.requires_grad]
+    fused = {"fused": True} if config.fused_optimizer else {}
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, **fused)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, **fused)
+
+
+def _contiguous_copy(backbone: nn.Module) -> nn.Module:
+    """An eval-mode copy in the default memory format (what checkpoints and evaluation expect)."""
+    return copy.deepcopy(backbone).to(memory_format=torch.contiguous_format).eval()
+
+
+def _check_finite(losses: list[torch.Tensor], first_step: int, config: TrainConfig) -> list[float]:
+    # one conversion for a block of steps instead of a Python-level check after every step
+    values = torch.cat([loss.reshape(1) for loss in losses]).tolist()
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"{config.method}/{config.backbone} loss became {value} at step {first_step + offset}; "
+                "lower the learning rate or change the seed."
+            )
+    return values
+
+
+@dataclass
+class Run:
+    """A run ready to train: its method, optimiser, data subset and random generators.
+
+    Built by :func:`prepare_run`; :meth:`inputs` and :meth:`update` are one training step, split so
+    that ``benchmarks/train.py`` can time the views apart from the update.
+    """
+
+    config: TrainConfig
+    method: SSLMethod
+    optimizer: torch.optim.Optimizer
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    generators: dict[str, torch.Generator]
+    policy: AugmentationPolicy
+    memory_format: torch.memory_format
+    order: torch.Tensor | None = None
+
+    def _view(self, batch: torch.Tensor) -> torch.Tensor:
+        views = random_views(batch, self.policy, self.generators["augment"])
+        return normalize_images(views).contiguous(memory_format=self.memory_format)
+
+    def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two inputs of ``step``: two independent views of the batch, or one view and the labels.
+
+        A new epoch (a fresh order of the subset) starts whenever ``step`` is a multiple of
+        ``config.steps_per_epoch``; the views are ``(batch, C, H, W)`` standardised floats.
+        """
+        config = self.config
+        position = step % config.steps_per_epoch
+        if position == 0:
+            self.order = torch.randperm(config.n_train, generator=self.generators["data"])
+        index = self.order[position * config.batch_size : (position + 1) * config.batch_size]
+        device = next(self.method.parameters()).device
+        batch = self.images[index].to(device)
+        if self.method.uses_labels:
+            return self._view(batch), self.labels[index].to(device)
+        return self._view(batch), self._view(batch)
+
+    def update(self, step: int, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """One optimiser step at ``step`` (learning-rate schedule, loss, backward, step, bookkeeping).
+
+        Returns the detached scalar loss (not read back to Python here).
+        """
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = _learning_rate(step, config.total_steps, config.lr, config.warmup_fraction)
+        loss = self.method.loss(first, second)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.method.after_step((step + 1) / config.total_steps)
+        return loss.detach()
+
+
+def prepare_run(
+    config: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None = None, *, device: str | torch.device = "cpu"
+) -> Run:
+    """Build the method (backbone from ``config.seed``, heads from ``config.run_seed``), the optimiser,
+    the training subset and the generators of a run, exactly as :func:`train_model` does.
+
+    ``images``/``labels`` are as in :func:`train_model`; ``random`` (no training) is refused.
+    """
+    spec = _check_run(config, images, labels)
     if spec.build is None:
-        return TrainResult(backbone=backbone.eval().to(device))
-
-    generator = torch.Generator().manual_seed(config.seed)
+        raise ValueError("The random reference has no training run; use build_backbone(name, seed=seed).")
+    backbone = build_backbone(config.backbone, in_channels=images.shape[1], seed=config.seed)
+    generator = torch.Generator().manual_seed(config.run_seed)
     with torch.random.fork_rng(devices=[]):
         # heads are initialised from the global RNG inside lightly: seed it, then restore
-        torch.manual_seed(config.seed + 1)
+        torch.manual_seed(config.run_seed + 1)
         method = spec.build(backbone, **config.options).to(device)
     method.mixed_precision = config.mixed_precision
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    method.to(memory_format=memory_format)
     subset = torch.randperm(len(images), generator=generator)[: config.n_train]
-    images = images[subset]
-    labels = labels[subset] if labels is not None else None
-    aug_generator = torch.Generator(device=device).manual_seed(config.seed + 2)
+    return Run(
+        config=config,
+        method=method,
+        optimizer=_build_optimizer(config, method),
+        images=images[subset],
+        labels=labels[subset] if labels is not None else None,
+        generators={"data": generator, "augment": torch.Generator(device=device).manual_seed(config.run_seed + 2)},
+        policy=get_policy(config.policy),
+        memory_format=memory_format,
+    )
 
-    parameters = [p for p in method.parameters() if p.requires_grad]
-    if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    steps_per_epoch = config.n_train // config.batch_size  # drop the last partial batch (BN, SwAV)
-    total_steps = steps_per_epoch * config.epochs
-    result = TrainResult(backbone=backbone)
+
+def train_model(
+    config: TrainConfig,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    checkpoint_steps: Sequence[int] = (),
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    resume: TrainingState | None = None,
+) -> TrainResult:
+    """Train one backbone with one method, optionally pausing at checkpoint steps or resuming.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    images : torch.Tensor
+        ``uint8`` ``(n_images, channels, height, width)``; a random subset of ``config.n_train``
+        images (drawn with ``config.run_seed``) is used.
+    labels : torch.Tensor or None
+        ``int64`` ``(n_images,)``; required only by the supervised reference.
+    device : str or torch.device
+    progress : bool
+        Show a tqdm bar over steps.
+    checkpoint_steps : sequence of int
+        Steps (``1 .. config.total_steps``, increasing) after which ``on_checkpoint`` is called.
+    on_checkpoint : callable or None
+        Receives a :class:`Checkpoint` (a copy of the backbone and the full training state).
+    resume : TrainingState or None
+        Continue a run of the same configuration from this state; the result equals an
+        uninterrupted run's (same thread count).
+
+    Returns
+    -------
+    TrainResult
+        For ``random`` the untrained, seeded backbone with empty loss lists.
+    """
+    spec = _check_run(config, images, labels)
+    total_steps = config.total_steps
+    checkpoint_steps = check_checkpoint_steps(checkpoint_steps, total_steps)
+    if spec.build is None:
+        backbone = build_backbone(config.backbone, in_channels=images.shape[1], seed=config.seed)
+        return TrainResult(backbone=backbone.eval().to(device))
+    run = prepare_run(config, images, labels, device=device)
+    step, step_losses = 0, []
+    if resume is not None:
+        if resume.fingerprint != config.fingerprint():
+            raise ValueError("The training state belongs to another configuration; delete it to restart the run.")
+        run.order = restore_state(resume, run.method, run.optimizer, run.generators)
+        step, step_losses = resume.step, list(resume.step_losses)
+        run.method.set_progress(step / total_steps)  # after_step would move momentum teachers again
     start = time.perf_counter()
-    method.train()
-    bar = tqdm(total=total_steps, desc=f"{config.method}/{config.backbone}", disable=not progress, leave=False)
-    step = 0
-    for _epoch in range(config.epochs):
-        order = torch.randperm(config.n_train, generator=generator)
-        epoch_losses = []
-        for batch_index in range(steps_per_epoch):
-            index = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
-            batch = images[index].to(device)
-            view_a = normalize_images(random_views(batch, policy, aug_generator))
-            if method.uses_labels:
-                second = labels[index].to(device)
-            else:
-                second = normalize_images(random_views(batch, policy, aug_generator))
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(step, total_steps, config.lr, config.warmup_fraction)
-            loss = method.loss(view_a, second)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{config.method}/{config.backbone} loss became {loss.item()} at step {step}; "
-                    "lower the learning rate or change the seed."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            method.after_step(step / total_steps)
-            value = float(loss.detach())
-            epoch_losses.append(value)
-            result.step_losses.append(value)
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}")
-        result.epoch_losses.append(float(np.mean(epoch_losses)))
+    run.method.train()
+    bar = tqdm(total=total_steps, initial=step, desc=f"{config.method}/{config.backbone}", disable=not progress, leave=False)
+    pending: list[torch.Tensor] = []
+    while step < total_steps:
+        pending.append(run.update(step, *run.inputs(step)))
+        step += 1
+        if len(pending) == 25 or step == total_steps or step in checkpoint_steps:
+            step_losses += _check_finite(pending, step - len(pending), config)
+            pending = []
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{step_losses[-1]:.3f}")
+        if step in checkpoint_steps and on_checkpoint is not None:
+            state = capture_state(run.method, run.optimizer, run.generators, run.order, step, step_losses, config.fingerprint())
+            seconds = time.perf_counter() - start
+            on_checkpoint(Checkpoint(step, step * config.batch_size, _contiguous_copy(run.method.backbone), state, seconds))
     bar.close()
-    result.seconds = time.perf_counter() - start
-    result.backbone = method.backbone.eval()
-    return result
+    epochs = range(0, len(step_losses), config.steps_per_epoch)
+    return TrainResult(
+        backbone=_contiguous_copy(run.method.backbone),
+        epoch_losses=[float(np.mean(step_losses[i : i + config.steps_per_epoch])) for i in epochs],
+        step_losses=step_losses,
+        seconds=time.perf_counter() - start,
+    )

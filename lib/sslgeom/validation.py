@@ -16,12 +16,26 @@ import torch
 
 __all__ = [
     "check_features",
+    "check_feature_tensor",
     "check_labels",
     "check_images",
     "check_int",
     "check_choice",
     "check_names",
 ]
+
+
+def _check_matrix_shape(shape: tuple[int, ...], name: str, min_rows: int) -> None:
+    """The shape rules shared by NumPy and torch feature matrices."""
+    if len(shape) != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array (n_points, dim); got shape {shape}. Reshape or stack the "
+            "per-image features first, e.g. features.reshape(len(features), -1)."
+        )
+    if shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows (points); got {shape[0]}.")
+    if shape[1] < 1:
+        raise ValueError(f"{name} has zero columns; each point needs at least one coordinate.")
 
 
 def check_features(
@@ -54,15 +68,7 @@ def check_features(
     if isinstance(features, torch.Tensor):
         features = features.detach().cpu().numpy()
     array = np.asarray(features, dtype=dtype)
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array (n_points, dim); got shape {array.shape}. "
-            "Reshape or stack the per-image features first, e.g. features.reshape(len(features), -1)."
-        )
-    if array.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows; got {array.shape[0]}.")
-    if array.shape[1] < 1:
-        raise ValueError(f"{name} has zero columns; each point needs at least one coordinate.")
+    _check_matrix_shape(tuple(array.shape), name, min_rows)
     bad = ~np.isfinite(array)
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])
@@ -176,3 +182,44 @@ def check_names(values: Any, choices: Iterable[str], what: str, hint: str = "") 
         message = f"unknown {what} {unknown}; available: {sorted(allowed)}."
         raise ValueError(f"{message} {hint}".strip())
     return list(values)
+
+
+def check_feature_tensor(
+    features: torch.Tensor,
+    name: str = "features",
+    min_rows: int = 2,
+    hint: str = "remove or impute them first.",
+) -> torch.Tensor:
+    """Validate a 2-D floating feature tensor in place: no copy, dtype and device unchanged.
+
+    The tensor counterpart of :func:`check_features`, for code that computes in torch (the NNK
+    graph in float32 or float64, on any device).
+
+    Parameters
+    ----------
+    features : torch.Tensor, shape (n_points, dim)
+    name : str
+        Used in error messages.
+    min_rows : int
+        Minimum number of rows required.
+    hint : str
+        Advice appended to the message about NaN or infinite values.
+
+    Returns
+    -------
+    torch.Tensor
+        The same tensor.
+
+    Raises
+    ------
+    ValueError
+        If the tensor is not 2-D, has too few rows or no columns, or holds NaN or infinite values.
+    """
+    _check_matrix_shape(tuple(features.shape), name, min_rows)
+    finite = torch.isfinite(features)
+    if not bool(finite.all()):
+        bad = int((~finite).any(dim=1).sum())
+        raise ValueError(
+            f"{name} contains NaN or inf in {bad} of {features.shape[0]} row(s); {hint}"
+        )
+    return features

@@ -7,67 +7,37 @@
 >>> features = model.backbone(model.preprocess(images_uint8))   # (batch, dim)
 
 Default-zoo checkpoints are half-precision ``state_dict`` files of the backbone only, listed in
-``data/zoo/manifest.json`` with their SHA-256, which is verified on every load. Names starting
-with ``published/`` resolve through :mod:`sslgeom.published`.
+``data/zoo/manifest.json`` with their SHA-256, which is verified on every load (reading and
+writing them is :mod:`sslgeom.checkpoints`). Names starting with ``published/`` resolve through
+:mod:`sslgeom.published`. The zoo also says which models a chapter studies
+(:func:`select_models`, :func:`check_model_names`) and what labels they carry
+(:func:`model_labels`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from sslgeom.cache import REPO_ROOT, atomic_write, file_sha256
+from sslgeom import published
+from sslgeom.cache import REPO_ROOT, atomic_write
+# save_checkpoint is imported for the callers that write zoo checkpoints (scripts/train_zoo.py,
+# chapter 01, the test fixtures) through ``zoo.save_checkpoint``.
+from sslgeom.checkpoints import CheckpointError, LoadedModel, freeze, load_state_strict, read_checkpoint, save_checkpoint
 from sslgeom.models import build_backbone, preprocess_uint8
+from sslgeom.validation import check_int, check_names
 
 #: Environment variable that points the default zoo somewhere else (tests, user zoos).
 ZOO_ENV = "SSLGEOM_ZOO_DIR"
 MANIFEST_NAME = "manifest.json"
 PUBLISHED_PREFIX = "published/"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, corrupt, or does not match its expected content."""
-
-
-class ChecksumError(CheckpointError):
-    """A checkpoint's SHA-256 differs from the one recorded for it."""
-
-
-@dataclass
-class LoadedModel:
-    """A backbone ready for feature extraction.
-
-    Attributes
-    ----------
-    backbone : nn.Module
-        Eval mode; float ``(batch, C, H, W)`` -> ``(batch, dim)`` features before any projection head.
-    preprocess : Callable[[torch.Tensor], torch.Tensor]
-        ``uint8 (batch, C, H, W)`` -> the backbone's float input.
-    info : dict
-        Manifest or registry entry: name, method, paradigm, backbone, sha256, ...
-    """
-
-    backbone: nn.Module
-    preprocess: Callable[[torch.Tensor], torch.Tensor]
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @torch.no_grad()
-    def features(self, images: torch.Tensor, batch_size: int = 1024, device: str | torch.device = "cpu") -> np.ndarray:
-        """Features of ``uint8 (n, C, H, W)`` images as float32 ``(n, dim)``, in batches."""
-        self.backbone.to(device)
-        chunks = [
-            self.backbone(self.preprocess(images[start : start + batch_size]).to(device)).float().cpu()
-            for start in range(0, len(images), batch_size)
-        ]
-        return torch.cat(chunks).numpy()
 
 
 def zoo_dir() -> Path:
@@ -108,10 +78,82 @@ def names(include_published: bool = True) -> list[str]:
     """Names accepted by :func:`load`: the default zoo, then ``published/...`` registry entries."""
     listed = sorted(_entries())
     if include_published:
-        from sslgeom import published
-
         listed += [PUBLISHED_PREFIX + key for key in published.names()]
     return listed
+
+
+def check_model_names(model_names: Any) -> list[str]:
+    """Validate a list of model names against :func:`names`; return it as a list.
+
+    Raises
+    ------
+    TypeError
+        If ``model_names`` is not a list of strings (a bare string is refused).
+    ValueError
+        If a name is in no registry; the message lists the available names and how to add models.
+    """
+    return check_names(model_names, names(), "model(s)",
+                       hint="Train default-zoo models with `make zoo`, or remove the names from the parameter list.")
+
+
+def select_models(models: Sequence[str] | None = None, models_per_paradigm: int = 0) -> list[str]:
+    """The model names a chapter studies.
+
+    Parameters
+    ----------
+    models : list of str or None
+        Explicit names (default zoo or ``published/<key>``, checked by :func:`check_model_names`);
+        ``None`` means the default zoo.
+    models_per_paradigm : int
+        With ``models=None``: keep only the first this many models of each paradigm in manifest
+        order (``0`` keeps all). The smoke profile uses it to run on a small zoo.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        If a name is unknown, or ``models`` is None and the default zoo is empty.
+    """
+    if models is not None:
+        return check_model_names(models)
+    models_per_paradigm = check_int(models_per_paradigm, "models_per_paradigm", minimum=0)
+    table = manifest()
+    if table.empty:
+        raise ValueError(f"The default zoo is empty (no entries in {zoo_dir() / MANIFEST_NAME}): "
+                         "train it with `make zoo`.")
+    if models_per_paradigm:
+        table = table.groupby("paradigm", sort=False).head(models_per_paradigm)
+    return list(table["name"])
+
+
+def model_labels(model_names: Sequence[str]) -> pd.DataFrame:
+    """The labels that could explain a model's geometry: method, paradigm, backbone, policy.
+
+    Default-zoo models take them from :func:`manifest`; published checkpoints
+    (``published/<key>``) from their registry entry (backbone ``resnet50``, policy
+    ``published``). A missing policy (random initialisation) reads ``"none"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: model names (in the given order); columns ``method, paradigm, backbone, policy``.
+    """
+    model_names = check_model_names(model_names)
+    columns = ["method", "paradigm", "backbone", "policy"]
+    table = manifest()
+    table = table.set_index("name") if len(table) else pd.DataFrame(columns=columns)
+    rows = {}
+    for name in model_names:
+        if name.startswith(PUBLISHED_PREFIX):
+            spec = published.get_spec(name[len(PUBLISHED_PREFIX):])
+            rows[name] = {"method": spec.method, "paradigm": spec.paradigm, "backbone": "resnet50",
+                          "policy": "published"}
+        else:
+            rows[name] = table.loc[name, columns].to_dict()
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).fillna("none")
 
 
 def _unknown(name: str) -> ValueError:
@@ -122,83 +164,11 @@ def _unknown(name: str) -> ValueError:
 def checkpoint_hash(name: str) -> str:
     """SHA-256 recorded for a model (default zoo: manifest; published: registry, may be empty)."""
     if name.startswith(PUBLISHED_PREFIX):
-        from sslgeom import published
-
         return published.get_spec(name[len(PUBLISHED_PREFIX) :]).sha256 or ""
     entries = _entries()
     if name not in entries:
         raise _unknown(name)
     return entries[name]["sha256"]
-
-
-def save_checkpoint(backbone: nn.Module, path: str | Path) -> str:
-    """Save a backbone's ``state_dict`` in half precision, atomically; return the file's SHA-256."""
-    state = {
-        key: value.detach().to("cpu", torch.float16) if torch.is_floating_point(value) else value.detach().cpu()
-        for key, value in backbone.state_dict().items()
-    }
-    with atomic_write(path) as tmp:
-        torch.save(state, tmp)
-    return file_sha256(path)
-
-
-def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint file safely (``weights_only``), verifying its SHA-256 first if given.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file is absent.
-    ChecksumError
-        If the SHA-256 differs from ``expected_sha256``.
-    CheckpointError
-        If the file cannot be unpickled (truncated or not a checkpoint).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Checkpoint {path} does not exist. For the default zoo run `make zoo` (or restore data/zoo "
-            "from git); for published models put the file there."
-        )
-    if expected_sha256:
-        actual = file_sha256(path)
-        if actual != expected_sha256.lower():
-            raise ChecksumError(
-                f"SHA-256 mismatch for {path}: expected {expected_sha256}, got {actual}. The file is "
-                "truncated, corrupt or a different release; download it again or rerun `make zoo`."
-            )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated/corrupt archives
-        raise CheckpointError(
-            f"Could not read checkpoint {path} ({type(error).__name__}: {error}); the file is truncated or "
-            "not a torch checkpoint. Download it again or rerun `make zoo`."
-        ) from error
-
-
-def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """``load_state_dict(strict=True)`` with an error that lists missing and unexpected keys."""
-    expected = set(module.state_dict())
-    given = set(state)
-    missing, unexpected = sorted(expected - given), sorted(given - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"Key layout of {source} does not match the model: {len(missing)} missing keys "
-            f"{missing[:10]}{' ...' if len(missing) > 10 else ''}, {len(unexpected)} unexpected keys "
-            f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. Check the prefix to strip and the "
-            "head keys to drop for this checkpoint."
-        )
-    reference = module.state_dict()
-    mismatched = [k for k in expected if tuple(state[k].shape) != tuple(reference[k].shape)]
-    if mismatched:
-        raise CheckpointError(
-            f"Shapes in {source} do not match the model for {len(mismatched)} keys, e.g. {mismatched[0]}: "
-            f"{tuple(state[mismatched[0]].shape)} vs {tuple(reference[mismatched[0]].shape)}; wrong architecture?"
-        )
-    # checkpoints may be half precision: cast to the module's dtypes before loading
-    cast = {k: v.to(reference[k].dtype) for k, v in state.items()}
-    module.load_state_dict(cast, strict=True)
-    return module
 
 
 def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
@@ -223,8 +193,6 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
         Missing, altered or unreadable checkpoint.
     """
     if name.startswith(PUBLISHED_PREFIX):
-        from sslgeom import published
-
         key = name[len(PUBLISHED_PREFIX) :]
         if key not in published.names():
             raise _unknown(name)
@@ -236,8 +204,34 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     state = read_checkpoint(zoo_dir() / info["file"], expected_sha256=info["sha256"])
     backbone = build_backbone(info["backbone"], in_channels=info.get("in_channels", 1))
     load_state_strict(backbone, state, source=f"{name} ({info['file']})")
-    backbone.eval().to(device)
-    for parameter in backbone.parameters():
-        parameter.requires_grad_(False)
+    freeze(backbone, device)
     info = {k: v for k, v in info.items() if k not in ("step_losses", "epoch_losses")}
     return LoadedModel(backbone=backbone, preprocess=preprocess_uint8, info=info)
+
+
+@contextlib.contextmanager
+def use_zoo_dir(directory: str | Path) -> Iterator[Path]:
+    """Point the default zoo at ``directory`` inside a ``with`` block (for example a zoo of your own).
+
+    Sets :data:`ZOO_ENV` for the block and restores its previous value (or its absence) afterwards,
+    even if the block raises.
+
+    Parameters
+    ----------
+    directory : str or Path
+        A folder holding (or about to hold) checkpoints and a manifest.
+
+    Yields
+    ------
+    Path
+        ``directory``.
+    """
+    previous = os.environ.get(ZOO_ENV)
+    os.environ[ZOO_ENV] = str(directory)
+    try:
+        yield Path(directory)
+    finally:
+        if previous is None:
+            os.environ.pop(ZOO_ENV, None)
+        else:
+            os.environ[ZOO_ENV] = previous

@@ -1,0 +1,129 @@
+"""Training speed: one step's breakdown and images/s, the first zoo's settings against the new ones.
+
+For SimCLR on the ConvNet (and one line for the ResNet) at the zoo's batch size, every setting is
+timed in the same process, the settings interleaved over ``--repeats`` rounds and the best round
+kept, so that a busy machine slows all of them alike. Two numbers per setting:
+
+* the step breakdown (views, forward+loss, backward, optimiser step) from :class:`sslgeom.train.Run`,
+* images/s of :func:`sslgeom.train.train_model` itself over ``--steps`` steps (two views per image).
+
+Writes ``benchmarks/results/train.json`` and prints a table. Run with ``make bench-train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from sslgeom.train import TrainConfig, prepare_run, train_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
+#: name -> TrainConfig fields; "first zoo" is what the first default zoo was trained with. bf16 pays
+#: off only on CPUs with native bf16 (AVX512-BF16/AMX); on AVX2-only CPUs it is emulated and slow.
+SETTINGS: dict[str, dict] = {
+    "fp32, contiguous, for-loop AdamW": dict(mixed_precision=False, channels_last=False, fused_optimizer=False),
+    "bf16, contiguous, for-loop AdamW (first zoo)": dict(mixed_precision=True, channels_last=False, fused_optimizer=False),
+    "bf16, channels-last, fused AdamW": dict(mixed_precision=True, channels_last=True, fused_optimizer=True),
+    "fp32, channels-last, fused AdamW (new)": dict(mixed_precision=False, channels_last=True, fused_optimizer=True),
+}
+NEW = "fp32, channels-last, fused AdamW (new)"
+
+
+def step_breakdown(config: TrainConfig, images: torch.Tensor, steps: int) -> dict[str, float]:
+    """Mean seconds per step of each phase over ``steps`` steps, after one warm-up step."""
+    run = prepare_run(config, images)
+    run.method.train()
+    totals = dict.fromkeys(("views", "forward", "backward", "optimizer"), 0.0)
+    for step in range(steps + 1):
+        t0 = time.perf_counter()
+        first, second = run.inputs(step)
+        t1 = time.perf_counter()
+        loss = run.method.loss(first, second)
+        t2 = time.perf_counter()
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        run.optimizer.step()
+        run.method.after_step((step + 1) / config.total_steps)
+        t4 = time.perf_counter()
+        if step:
+            for key, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                totals[key] += seconds / steps
+    return totals
+
+
+def train_throughput(config: TrainConfig, images: torch.Tensor) -> float:
+    """Images per second of ``train_model`` (setup excluded)."""
+    result = train_model(config, images, progress=False)
+    return config.total_steps * config.batch_size / result.seconds
+
+
+def measure(backbone: str, setting: str, args: argparse.Namespace, images: torch.Tensor) -> dict:
+    config = TrainConfig("simclr", backbone, n_train=len(images), batch_size=args.batch_size,
+                         images=args.steps * args.batch_size, **SETTINGS[setting])
+    phases = step_breakdown(config, images, args.steps)
+    step_seconds = sum(phases.values())
+    return {
+        "method": "simclr", "backbone": backbone, "setting": setting, "batch_size": args.batch_size,
+        **{f"{key}_ms": round(1000 * value, 2) for key, value in phases.items()},
+        "step_ms": round(1000 * step_seconds, 2),
+        "images_per_s_step": round(args.batch_size / step_seconds, 1),
+        "images_per_s_train_model": round(train_throughput(config, images), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=256, help="the zoo's batch size")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best is kept")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4096, 1, 28, 28), dtype=torch.uint8, generator=generator)
+
+    cases = [("convnet", setting) for setting in SETTINGS] + [("resnet", NEW)]
+    load_before = os.getloadavg()
+    best: dict[tuple[str, str], dict] = {}
+    native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    for round_index in range(args.repeats):
+        for case in cases:
+            if round_index and not native_bf16 and SETTINGS[case[1]]["mixed_precision"]:
+                continue  # emulated bf16 is 10-30x slower: one round says enough, more cost minutes
+            row = measure(*case, args, images)
+            if case not in best or row["images_per_s_train_model"] > best[case]["images_per_s_train_model"]:
+                best[case] = row
+    rows = [best[case] for case in cases]
+    report = {
+        "bf16_native": native_bf16,
+        "what": "SimCLR training throughput, images/s with two views per image, best of interleaved rounds",
+        "torch": torch.__version__, "threads": args.threads, "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(), "repeats": args.repeats, "steps": args.steps,
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "results": rows,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=1) + "\n")
+
+    header = f"{'backbone':8s} {'setting':45s} {'views':>7s} {'fwd':>7s} {'bwd':>7s} {'optim':>7s} {'img/s step':>10s} {'img/s train':>11s}"
+    print(header)
+    for row in rows:
+        print(f"{row['backbone']:8s} {row['setting']:45s} {row['views_ms']:7.1f} {row['forward_ms']:7.1f} "
+              f"{row['backward_ms']:7.1f} {row['optimizer_ms']:7.1f} {row['images_per_s_step']:10.0f} "
+              f"{row['images_per_s_train_model']:11.0f}")
+    print(f"(milliseconds per step at batch {args.batch_size}, {args.threads} threads; load average "
+          f"{report['load_average_before'][0]} before, {report['load_average_after'][0]} after; written to {args.output})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Checkpoint files: reading, writing and verifying them, and the model they load into.
+
+Both the default zoo (:mod:`sslgeom.zoo`) and the published registry (:mod:`sslgeom.published`)
+read checkpoints through this module, so it imports neither of them: the zoo imports the
+registry, the registry imports only this module, and there is no import circle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from sslgeom.cache import atomic_write, file_sha256
+
+__all__ = [
+    "CheckpointError",
+    "ChecksumError",
+    "LoadedModel",
+    "save_checkpoint",
+    "read_checkpoint",
+    "verify_sha256",
+    "load_state_strict",
+    "freeze",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupt, or does not match its expected content."""
+
+
+class ChecksumError(CheckpointError):
+    """A checkpoint's SHA-256 differs from the one recorded for it."""
+
+
+@dataclass
+class LoadedModel:
+    """A backbone ready for feature extraction.
+
+    Attributes
+    ----------
+    backbone : nn.Module
+        Eval mode; float ``(batch, C, H, W)`` -> ``(batch, dim)`` features before any projection head.
+    preprocess : Callable[[torch.Tensor], torch.Tensor]
+        ``uint8 (batch, C, H, W)`` -> the backbone's float input.
+    info : dict
+        Manifest or registry entry: name, method, paradigm, backbone, sha256, ...
+    """
+
+    backbone: nn.Module
+    preprocess: Callable[[torch.Tensor], torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 1024, device: str | torch.device = "cpu") -> np.ndarray:
+        """Features of ``uint8 (n, C, H, W)`` images as float32 ``(n, dim)``, in batches."""
+        self.backbone.to(device)
+        chunks = [
+            self.backbone(self.preprocess(images[start : start + batch_size]).to(device)).float().cpu()
+            for start in range(0, len(images), batch_size)
+        ]
+        return torch.cat(chunks).numpy()
+
+
+def save_checkpoint(backbone: nn.Module, path: str | Path) -> str:
+    """Save a backbone's ``state_dict`` in half precision, atomically; return the file's SHA-256."""
+    state = {
+        key: value.detach().to("cpu", torch.float16) if torch.is_floating_point(value) else value.detach().cpu()
+        for key, value in backbone.state_dict().items()
+    }
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+    return file_sha256(path)
+
+
+def verify_sha256(path: str | Path, expected: str, *, prefix: bool = False, fix: str = "") -> None:
+    """Compare a file's SHA-256 with the expected one (or, with ``prefix``, its leading digits).
+
+    Parameters
+    ----------
+    path : str or Path
+    expected : str
+        Hexadecimal digest (any case).
+    prefix : bool
+        ``expected`` holds only the leading digits of the hash (as in torchvision file names).
+    fix : str
+        How to get a good file, for the message (default: download it again or rerun ``make zoo``).
+
+    Raises
+    ------
+    ChecksumError
+        If the hash differs.
+    """
+    actual = file_sha256(path)
+    expected = expected.lower()
+    if actual.startswith(expected) if prefix else actual == expected:
+        return
+    raise ChecksumError(
+        f"SHA-256 mismatch for {path}: expected {'a hash starting with ' if prefix else ''}{expected}, got {actual}. "
+        f"The file is truncated, corrupt or a different release; {fix or 'download it again or rerun `make zoo`'}."
+    )
+
+
+def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint file safely (``weights_only``), verifying its SHA-256 first if given.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is absent.
+    ChecksumError
+        If the SHA-256 differs from ``expected_sha256``.
+    CheckpointError
+        If the file cannot be unpickled (truncated or not a checkpoint).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Checkpoint {path} does not exist. For the default zoo run `make zoo` (or restore data/zoo "
+            "from git); for published models put the file there."
+        )
+    if expected_sha256:
+        verify_sha256(path, expected_sha256)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated/corrupt archives
+        raise CheckpointError(
+            f"Could not read checkpoint {path} ({type(error).__name__}: {error}); the file is truncated or "
+            "not a torch checkpoint. Download it again or rerun `make zoo`."
+        ) from error
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """``load_state_dict(strict=True)`` with an error that lists missing and unexpected keys."""
+    expected = set(module.state_dict())
+    given = set(state)
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"Key layout of {source} does not match the model: {len(missing)} missing keys "
+            f"{missing[:10]}{' ...' if len(missing) > 10 else ''}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. Check the prefix to strip and the "
+            "head keys to drop for this checkpoint."
+        )
+    reference = module.state_dict()
+    mismatched = [k for k in expected if tuple(state[k].shape) != tuple(reference[k].shape)]
+    if mismatched:
+        raise CheckpointError(
+            f"Shapes in {source} do not match the model for {len(mismatched)} keys, e.g. {mismatched[0]}: "
+            f"{tuple(state[mismatched[0]].shape)} vs {tuple(reference[mismatched[0]].shape)}; wrong architecture?"
+        )
+    # checkpoints may be half precision: cast to the module's dtypes before loading
+    cast = {k: v.to(reference[k].dtype) for k, v in state.items()}
+    module.load_state_dict(cast, strict=True)
+    return module
+
+
+def freeze(backbone: nn.Module, device: str | torch.device) -> nn.Module:
+    """Put a loaded backbone in eval mode on ``device`` with gradients off (inference only)."""
+    backbone.eval().to(device)
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    return backbone

@@ -1,0 +1,223 @@
+"""The kernels of the NNK graph, their bandwidth rule and the reconstruction error: one definition.
+
+Both kernels have ``K(x, x) = 1`` and are written as functions of the squared Euclidean
+distance ``d2 = ||x - y||^2`` in the space the kernel uses (see :func:`kernel_space`):
+
+- ``"gaussian"``: ``exp(-d2 / (2 sigma^2))`` on the raw rows, with the default bandwidth
+  :func:`gaussian_bandwidth` (mean distance to the k-th neighbour / 3, the NNK reference default);
+- ``"cosine"``: ``((1 + cos(x, y)) / 2) ** power`` on L2-normalised rows, where
+  ``cos = 1 - d2 / 2``, so the kernel is ``(1 - d2 / 4) ** power`` (clipped at 0).
+
+The kernel-space reconstruction error of a point ``x_i`` from candidates ``x_j`` with weights
+``theta`` is ``||phi(x_i) - sum_j theta_j phi(x_j)||^2 = 1 - 2 K_Si^T theta + theta^T K_SS theta``
+(:func:`reconstruction_error`).
+
+Every function takes NumPy arrays or torch tensors and computes in the type and dtype it is
+given, so the graph code (torch), the metrics (NumPy) and the grouped solver share one formula.
+The compiled per-node stage (:mod:`sslgeom.nnk_compiled`) keeps its own scalar loop for speed;
+``tests/test_kernels.py`` checks that it equals these definitions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+KernelName = Literal["cosine", "gaussian"]
+KERNELS: tuple[str, ...] = ("cosine", "gaussian")
+
+Array = np.ndarray | torch.Tensor
+
+
+def kernel_from_sq_distances(sq_distances, kernel: str, params: dict):
+    """Kernel values from squared distances in the kernel's space.
+
+    Parameters
+    ----------
+    sq_distances : np.ndarray, torch.Tensor or float, any shape
+        ``||x - y||^2`` between the rows the kernel compares (L2-normalised rows for the
+        cosine kernel).
+    kernel : {"cosine", "gaussian"}
+    params : dict
+        ``{"sigma": float or array}`` for the Gaussian kernel (an array must broadcast against
+        ``sq_distances``, e.g. one bandwidth per cloud), ``{"power": float}`` for the cosine one.
+
+    Returns
+    -------
+    Same type and shape as ``sq_distances``
+        ``exp(-d2 / (2 sigma^2))`` or ``max(1 - d2 / 4, 0) ** power``.
+    """
+    if kernel == "gaussian":
+        scaled = -sq_distances / (2.0 * params["sigma"] ** 2)
+        return torch.exp(scaled) if isinstance(scaled, torch.Tensor) else np.exp(scaled)
+    if kernel != "cosine":
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}.")
+    # unit vectors: cos = 1 - ||x - y||^2 / 2, so (1 + cos) / 2 = 1 - ||x - y||^2 / 4
+    half_cos = 1.0 - sq_distances / 4.0
+    if isinstance(half_cos, torch.Tensor):
+        return half_cos.clamp(min=0.0) ** params["power"]
+    return np.clip(half_cos, 0.0, None) ** params["power"]
+
+
+def gaussian_bandwidth(sq_distances):
+    """Default Gaussian bandwidth: mean distance to the k-th neighbour divided by 3.
+
+    Parameters
+    ----------
+    sq_distances : np.ndarray or torch.Tensor, shape (..., n_points, k)
+        Squared distances of each point to its ``k`` nearest neighbours, nearest first; leading
+        axes are independent clouds (one bandwidth each).
+
+    Returns
+    -------
+    float or np.ndarray of shape (...)
+        ``sigma`` in float64 (the mean is taken in the input's dtype, the division in float64).
+
+    Raises
+    ------
+    ValueError
+        If a bandwidth is 0 (every point of a cloud coincides with its k-th neighbour).
+    """
+    if isinstance(sq_distances, torch.Tensor):
+        mean_kth = torch.sqrt(sq_distances[..., -1]).mean(dim=-1).cpu().numpy()
+    else:
+        mean_kth = np.sqrt(sq_distances[..., -1]).mean(axis=-1)
+    sigma = np.asarray(mean_kth, dtype=np.float64) / 3.0
+    if np.any(sigma <= 0):
+        raise ValueError(
+            "all points coincide with their k-th neighbour, so the default Gaussian bandwidth "
+            "is 0; deduplicate the data, raise k, or pass sigma explicitly."
+        )
+    return float(sigma) if sigma.ndim == 0 else sigma
+
+
+def reconstruction_error(gram, linear, weights, ridge: float = 0.0):
+    """Kernel-space reconstruction error of each point from its weighted candidates.
+
+    ``||phi(x_i) - sum_j w_ij phi(x_j)||^2 = 1 - 2 K_Si^T w + w^T (K_SS - ridge I) w``, clipped
+    at 0 (``K(x_i, x_i) = 1`` for both kernels).
+
+    Parameters
+    ----------
+    gram : np.ndarray or torch.Tensor, shape (n_points, k, k)
+        ``K_SS`` of each point (with ``ridge`` on the diagonal if the solve used one).
+    linear : same type, shape (n_points, k)
+        ``K_Si`` of each point.
+    weights : same type, shape (n_points, k)
+        Reconstruction weights (NNK weights, or kNN kernel-weighted averages).
+    ridge : float
+        Diagonal ridge contained in ``gram``; removed so that the error is that of the kernel.
+
+    Returns
+    -------
+    Same type, shape (n_points,)
+    """
+    if isinstance(gram, torch.Tensor):
+        quad = torch.bmm(gram, weights[:, :, None])[:, :, 0] - ridge * weights
+        return (1.0 - 2.0 * (linear * weights).sum(1) + (weights * quad).sum(1)).clamp(min=0.0)
+    quad = np.einsum("bij,bj->bi", gram, weights) - ridge * weights
+    return np.clip(1.0 - 2.0 * (linear * weights).sum(1) + (weights * quad).sum(1), 0.0, None)
+
+
+def kernel_space(points, kernel: str):
+    """The rows the kernel compares: L2-normalised for the cosine kernel, unchanged otherwise.
+
+    Parameters
+    ----------
+    points : np.ndarray or torch.Tensor, shape (..., dim)
+        Floating rows (any leading axes, e.g. ``(n_clouds, n_points, dim)``).
+    kernel : {"cosine", "gaussian"}
+
+    Returns
+    -------
+    Same type, dtype and shape as ``points``.
+
+    Raises
+    ------
+    ValueError
+        A zero row with the cosine kernel (its cosine similarity is undefined).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}.")
+    if kernel != "cosine":
+        return points
+    if isinstance(points, torch.Tensor):
+        norms = torch.linalg.vector_norm(points, dim=-1, keepdim=True)
+        zero = norms <= torch.finfo(points.dtype).tiny
+    else:
+        norms = np.linalg.norm(points, axis=-1, keepdims=True)
+        zero = norms <= np.finfo(points.dtype).tiny
+    if bool(zero.any()):
+        raise ValueError(
+            f"{int(zero.sum())} feature vector(s) are zero, so their cosine similarity is "
+            "undefined; drop them or use kernel='gaussian'."
+        )
+    return points / norms
+
+
+def unit_diagonal(gram, ridge: float = 0.0):
+    """``K_SS`` with its diagonal set to exactly ``1 + ridge``.
+
+    ``K(x, x) = 1`` for both kernels; kernel matrices built from the squared-distance expansion
+    carry rounding noise there instead, and a ridge makes repeated candidates solvable.
+
+    Parameters
+    ----------
+    gram : np.ndarray or torch.Tensor, shape (..., k, k)
+    ridge : float
+
+    Returns
+    -------
+    Same type, dtype and shape.
+    """
+    k = gram.shape[-1]
+    if isinstance(gram, torch.Tensor):
+        eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
+    else:
+        eye = np.eye(k)
+    return gram * (1.0 - eye) + eye * (1.0 + ridge)
+
+
+def kernel_ratio_agreement(points, neighbors, kept, kernel_values, kernel: str, params: dict) -> float:
+    """Fraction of pairs of kept NNK neighbours that satisfy the kernel ratio interval.
+
+    For a node ``i`` and two kept neighbours ``j, l`` the interval reads
+    ``K_jl < K_ij / K_il < 1 / K_jl``. It is exact for two candidates (NNK keeps both if and
+    only if it holds); among many candidates it is a pairwise condition that need not hold for
+    every kept pair, which is what this fraction measures.
+
+    Parameters
+    ----------
+    points : np.ndarray, shape (n_points, dim)
+        The points the graph was built on (raw rows; mapped with :func:`kernel_space`).
+    neighbors : np.ndarray, shape (n_points, k)
+        Candidate neighbours of each node.
+    kept : np.ndarray of bool, shape (n_points, k)
+        Which candidates NNK kept (non-zero weight).
+    kernel_values : np.ndarray, shape (n_points, k)
+        ``K(x_i, x_j)`` for each candidate.
+    kernel : {"cosine", "gaussian"}
+    params : dict
+        The kernel's parameters, as stored by the graph (``NNKResult.kernel_params``).
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN when no node keeps two neighbours.
+    """
+    space = np.asarray(kernel_space(np.asarray(points, dtype=np.float64), kernel))
+    agree = total = 0
+    for node in range(len(neighbors)):
+        chosen = np.asarray(neighbors[node])[np.asarray(kept[node])]
+        values = np.asarray(kernel_values[node])[np.asarray(kept[node])]
+        first, second = np.triu_indices(len(chosen), k=1)
+        if not len(first):
+            continue
+        gaps = np.sum((space[chosen[first]] - space[chosen[second]]) ** 2, axis=1)
+        between = kernel_from_sq_distances(gaps, kernel, params)
+        ratio = values[first] / values[second]
+        agree += int(np.sum((between < ratio) & (ratio < 1.0 / between)))
+        total += len(first)
+    return agree / total if total else float("nan")

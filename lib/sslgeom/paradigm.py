@@ -1,0 +1,611 @@
+"""Paradigm statistics: compare models through their geometry and test what explains it.
+
+Works on the tidy geometry table of :mod:`sslgeom.geometry` (or any table with its columns, so
+everything here can be tested on synthetic zoos): one geometry vector per model
+(:func:`geometry_vectors`), z-scored distances between them (:func:`model_distances`),
+hierarchical clusters (:func:`cluster_models`), their agreement with a label such as the training
+paradigm (:func:`cluster_agreement`) tested against a label-permutation null
+(:func:`permutation_test`, :func:`label_test`), per-feature effect sizes (:func:`effect_sizes`),
+a two-dimensional map (:func:`embedding_2d`), invariance ranks (:func:`invariance_ranking`), and
+the sensitivity of the label test to the analysis choices (:func:`sensitivity_variants`,
+:func:`sensitivity_table`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from sslgeom.geometry import GeometrySettings, check_table, geometry_table
+from sslgeom.stats import permutation_pvalue
+from sslgeom.validation import check_choice, check_int
+
+#: Linkage rules of :func:`cluster_models`.
+LINKAGES: tuple[str, ...] = ("average", "complete", "single", "ward")
+
+__all__ = [
+    "LINKAGES",
+    "geometry_vectors",
+    "standardize",
+    "model_distances",
+    "cluster_models",
+    "cluster_agreement",
+    "PermutationResult",
+    "permutation_test",
+    "effect_sizes",
+    "eta_squared_interval",
+    "embedding_2d",
+    "invariance_ranking",
+    "label_test",
+    "label_tests",
+    "sensitivity_variants",
+    "sensitivity_table",
+]
+
+
+def geometry_vectors(
+    table: pd.DataFrame,
+    graph: str = "nnk",
+    statistics: Sequence[str] | None = ("mean",),
+    metrics: Sequence[str] | None = None,
+    manifolds: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One geometry vector per model: the table pivoted to (models, features).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Geometry table (columns :data:`TABLE_COLUMNS`).
+    graph : {"nnk", "knn"}
+        Which neighbourhood's metrics to use.
+    statistics, metrics, manifolds : sequence of str, optional
+        Keep only these (``None``: all).
+
+    Returns
+    -------
+    pandas.DataFrame, shape (n_models, n_features)
+        Columns named ``"manifold/family/metric/statistic"``, sorted.
+
+    Warns
+    -----
+    UserWarning
+        When a feature is undefined (NaN or absent) for some model; that feature is left out.
+    """
+    check_table(table)
+    rows = table[table["graph"] == graph]
+    if statistics is not None:
+        rows = rows[rows["statistic"].isin(statistics)]
+    if metrics is not None:
+        rows = rows[rows["metric"].isin(metrics)]
+    if manifolds is not None:
+        rows = rows[rows["manifold"].isin(manifolds)]
+    if rows.empty:
+        raise ValueError(
+            f"no rows left for graph={graph!r}, statistics={statistics}, metrics={metrics}, "
+            f"manifolds={manifolds}; available graphs {sorted(table['graph'].unique())}, "
+            f"statistics {sorted(table['statistic'].unique())}, metrics {sorted(table['metric'].unique())}."
+        )
+    names = rows["manifold"] + "/" + rows["family"] + "/" + rows["metric"] + "/" + rows["statistic"]
+    wide = rows.assign(feature=names).pivot_table(index="model", columns="feature", values="value", aggfunc="first")
+    wide = wide.reindex(sorted(wide.columns), axis=1)
+    wide.columns.name = None
+    holes = wide.columns[wide.isna().any()].tolist()
+    if holes:
+        # A summary is NaN (or absent) when a metric is undefined on a manifold for some model,
+        # e.g. subspace angles where every node has a single neighbour: such a feature cannot be
+        # compared across models, so it is left out, loudly.
+        warnings.warn(f"{len(holes)} geometry feature(s) are undefined for some models and are left out: "
+                      f"{holes[:5]}{' ...' if len(holes) > 5 else ''}", stacklevel=2)
+        wide = wide.drop(columns=holes)
+    return wide
+
+
+def standardize(vectors: pd.DataFrame) -> pd.DataFrame:
+    """Z-score each column across models and drop columns that are constant.
+
+    Metrics live on different scales (counts, angles, distances); z-scoring gives each the same
+    weight in model distances.
+    """
+    spread = vectors.std(axis=0, ddof=0)
+    kept = vectors.loc[:, spread > 1e-12 * (1 + vectors.abs().max(axis=0))]
+    return (kept - kept.mean(axis=0)) / kept.std(axis=0, ddof=0)
+
+
+def model_distances(vectors: pd.DataFrame, standardized: bool = True) -> pd.DataFrame:
+    """Euclidean distances between model geometry vectors.
+
+    Parameters
+    ----------
+    vectors : pandas.DataFrame, shape (n_models, n_features)
+    standardized : bool
+        Z-score features first (see :func:`standardize`).
+
+    Returns
+    -------
+    pandas.DataFrame, shape (n_models, n_models)
+        Symmetric, zero diagonal, indexed by model on both axes.
+    """
+    from scipy.spatial.distance import pdist, squareform
+
+    values = standardize(vectors) if standardized else vectors
+    if not np.all(np.isfinite(values.to_numpy())):
+        raise ValueError("geometry vectors contain NaN or infinite values; check the geometry table.")
+    matrix = squareform(pdist(values.to_numpy(dtype=np.float64), metric="euclidean"))
+    return pd.DataFrame(matrix, index=vectors.index, columns=vectors.index)
+
+
+def cluster_models(
+    distances: pd.DataFrame | np.ndarray, n_clusters: int, method: str = "average"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Agglomerative clustering of models from their distance matrix.
+
+    Parameters
+    ----------
+    distances : array or DataFrame, shape (n_models, n_models)
+    n_clusters : int
+        Number of flat clusters cut from the tree.
+    method : {"average", "complete", "single", "ward"}
+        Linkage rule (``"ward"`` assumes Euclidean distances).
+
+    Returns
+    -------
+    labels : int array, shape (n_models,)
+        Cluster index of each model, 0-based.
+    linkage : array, shape (n_models - 1, 4)
+        SciPy linkage matrix (for dendrograms).
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    check_choice(method, LINKAGES, "linkage method")
+    matrix = np.asarray(distances, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"distances must be a square matrix; got shape {matrix.shape}.")
+    if not np.allclose(matrix, matrix.T) or np.any(np.diag(matrix) != 0):
+        raise ValueError("distances must be symmetric with a zero diagonal.")
+    if not 1 <= n_clusters <= len(matrix):
+        raise ValueError(f"n_clusters must be between 1 and {len(matrix)} (the number of models); got {n_clusters}.")
+    tree = linkage(squareform(matrix, checks=False), method=method)
+    labels = fcluster(tree, t=n_clusters, criterion="maxclust") - 1
+    return labels.astype(np.int64), tree
+
+
+def cluster_agreement(clusters: Sequence, labels: Sequence) -> dict[str, float]:
+    """Adjusted Rand index and normalised mutual information between two labelings."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    if clusters.shape != labels.shape:
+        raise ValueError(f"clusters {clusters.shape} and labels {labels.shape} must have the same length.")
+    return {"ari": float(adjusted_rand_score(labels, clusters)),
+            "nmi": float(normalized_mutual_info_score(labels, clusters))}
+
+
+def _fast_agreement(clusters: np.ndarray, codes: np.ndarray, n_clusters: int, n_labels: int) -> tuple[float, float]:
+    """ARI and NMI (arithmetic normalisation) from integer codes via one contingency table.
+
+    Same values as scikit-learn's functions for non-degenerate labelings (both with at least two
+    groups), without their input validation, which dominates the cost inside a permutation loop.
+    """
+    n = len(codes)
+    table = np.bincount(clusters * n_labels + codes, minlength=n_clusters * n_labels).reshape(n_clusters, n_labels)
+    rows, cols = table.sum(axis=1), table.sum(axis=0)
+    pairs = lambda counts: float(np.sum(counts * (counts - 1)) / 2)  # noqa: E731
+    total_pairs = n * (n - 1) / 2
+    index, row_pairs, col_pairs = pairs(table), pairs(rows), pairs(cols)
+    expected = row_pairs * col_pairs / total_pairs
+    maximum = (row_pairs + col_pairs) / 2
+    ari = (index - expected) / (maximum - expected) if maximum != expected else 1.0
+    nonzero = table > 0
+    joint = table[nonzero] / n
+    outer = (rows[:, None] * cols[None, :])[nonzero] / n**2
+    mutual = float(np.sum(joint * np.log(joint / outer)))
+    entropy = lambda counts: -float(np.sum((counts[counts > 0] / n) * np.log(counts[counts > 0] / n)))  # noqa: E731
+    denominator = (entropy(rows) + entropy(cols)) / 2
+    nmi = mutual / denominator if denominator > 0 else 1.0
+    return float(ari), float(max(nmi, 0.0))
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    """Agreement of clusters with labels against a label-permutation null.
+
+    Attributes
+    ----------
+    ari, nmi : float
+        Observed agreement.
+    p_ari, p_nmi : float
+        ``(1 + #{null >= observed}) / (1 + n_permutations)``
+        (:func:`sslgeom.stats.permutation_pvalue`).
+    null_ari, null_nmi : array, shape (n_permutations,)
+    """
+
+    ari: float
+    nmi: float
+    p_ari: float
+    p_nmi: float
+    null_ari: np.ndarray = field(repr=False)
+    null_nmi: np.ndarray = field(repr=False)
+
+
+def permutation_test(
+    clusters: Sequence, labels: Sequence, n_permutations: int = 2000, seed: int = 0
+) -> PermutationResult:
+    """Is the agreement between clusters and labels larger than by chance?
+
+    The clusters come from geometry alone, so under the null hypothesis (geometry unrelated to
+    the labels) every assignment of the labels to models is equally likely: shuffle the labels,
+    recompute ARI and NMI, and count how often chance does at least as well.
+
+    Parameters
+    ----------
+    clusters, labels : sequence, shape (n_models,)
+    n_permutations : int
+    seed : int
+
+    Returns
+    -------
+    PermutationResult
+    """
+    n_permutations = check_int(n_permutations, "n_permutations", minimum=1)
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("labels hold a single group; a test of agreement needs at least two.")
+    observed = cluster_agreement(clusters, labels)
+    _, cluster_codes = np.unique(np.asarray(clusters), return_inverse=True)
+    _, label_codes = np.unique(labels, return_inverse=True)
+    n_clusters, n_labels = cluster_codes.max() + 1, label_codes.max() + 1
+    rng = np.random.default_rng(seed)
+    if n_clusters < 2:  # one cluster: agreement is 0 whatever the labels; the sklearn path handles it
+        null = np.array([list(cluster_agreement(clusters, rng.permutation(labels)).values())
+                         for _ in range(n_permutations)])
+    else:
+        null = np.array([_fast_agreement(cluster_codes, rng.permutation(label_codes), n_clusters, n_labels)
+                         for _ in range(n_permutations)])
+    p_ari, p_nmi = permutation_pvalue([observed["ari"], observed["nmi"]], null)
+    return PermutationResult(ari=observed["ari"], nmi=observed["nmi"], p_ari=float(p_ari),
+                             p_nmi=float(p_nmi), null_ari=null[:, 0], null_nmi=null[:, 1])
+
+
+def _eta_squared(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Between-group share of variance, per column: values (n, f), codes (n,) -> (f,)."""
+    total = ((values - values.mean(axis=0)) ** 2).sum(axis=0)
+    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    sums = np.zeros((n_groups, values.shape[1]))
+    np.add.at(sums, codes, values)
+    present = counts > 0
+    means = sums[present] / counts[present, None]
+    between = (counts[present, None] * (means - values.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, between / total, 0.0)
+
+
+def eta_squared_interval(eta2: float, n_groups: int, n_total: int, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of eta squared by inverting the noncentral F distribution.
+
+    With ``F = (eta2 / df1) / ((1 - eta2) / df2)``, ``df1 = n_groups - 1`` and
+    ``df2 = n_total - n_groups``, find the noncentrality ``lambda`` at which the observed ``F``
+    sits at the upper and lower tail quantiles, and map it back with
+    ``eta2 = lambda / (lambda + n_total)`` (Steiger, Psychological Methods 2004). Assumes normal
+    errors with equal variances (one-way fixed-effects ANOVA).
+
+    Returns
+    -------
+    (low, high) : tuple of float, within [0, 1]
+    """
+    from scipy.optimize import brentq
+    from scipy.stats import ncf
+
+    df1, df2 = n_groups - 1, n_total - n_groups
+    if df1 < 1 or df2 < 1:
+        raise ValueError(f"need at least 2 groups and more models than groups; got {n_groups} groups, {n_total} models.")
+    if eta2 >= 1:
+        return 1.0, 1.0
+    f_value = (eta2 / df1) / ((1 - eta2) / df2)
+    tail = (1 - level) / 2
+
+    def noncentrality(probability: float) -> float:
+        # cdf(F; lambda) decreases in lambda: find where it equals `probability`, or 0 if already below
+        gap = lambda lam: ncf.cdf(f_value, df1, df2, lam) - probability  # noqa: E731
+        if gap(0.0) <= 0:
+            return 0.0
+        upper = max(10.0, 10 * f_value * df1)
+        while gap(upper) > 0:
+            upper *= 2
+        return brentq(gap, 0.0, upper, xtol=1e-10)
+
+    low, high = noncentrality(1 - tail), noncentrality(tail)
+    return low / (low + n_total), high / (high + n_total)
+
+
+def effect_sizes(
+    vectors: pd.DataFrame,
+    labels: Sequence,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """How strongly each geometry feature separates the label groups.
+
+    For each feature: eta squared (between-group sum of squares over total, one-way ANOVA), its
+    confidence interval from the noncentral F distribution (:func:`eta_squared_interval`), a
+    permutation p-value (shuffled labels, no normality assumed), and Benjamini-Hochberg q-values
+    over features. With k groups and n models eta squared is about (k - 1) / (n - 1) by chance
+    alone; the column ``null_mean`` shows the permutation average to compare against.
+
+    Parameters
+    ----------
+    vectors : pandas.DataFrame, shape (n_models, n_features)
+    labels : sequence, shape (n_models,)
+        Group of each model (e.g. training paradigm).
+    n_permutations : int
+    seed : int
+    level : float
+        Confidence level of the interval.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: feature; columns ``eta2, eta2_low, eta2_high, null_mean, p_value, q_value``,
+        sorted by eta squared.
+    """
+    from scipy.stats import false_discovery_control
+
+    labels = np.asarray(labels)
+    if len(labels) != len(vectors):
+        raise ValueError(f"{len(labels)} labels for {len(vectors)} models.")
+    groups, codes = np.unique(labels, return_inverse=True)
+    if len(groups) < 2:
+        raise ValueError("labels hold a single group; effect sizes need at least two.")
+    values = vectors.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("geometry vectors contain NaN or infinite values.")
+    rng = np.random.default_rng(seed)
+    observed = _eta_squared(values, codes, len(groups))
+    intervals = np.array([eta_squared_interval(e, len(groups), len(labels), level) for e in observed])
+    null = np.empty((n_permutations, values.shape[1]))
+    for i in range(n_permutations):
+        null[i] = _eta_squared(values, rng.permutation(codes), len(groups))
+    p_value = permutation_pvalue(observed, null)
+    table = pd.DataFrame(
+        {"eta2": observed, "eta2_low": intervals[:, 0], "eta2_high": intervals[:, 1],
+         "null_mean": null.mean(axis=0), "p_value": p_value,
+         "q_value": false_discovery_control(p_value, method="bh")},
+        index=vectors.columns,
+    )
+    return table.sort_values("eta2", ascending=False)
+
+
+def embedding_2d(distances: pd.DataFrame, method: str = "mds", seed: int = 0) -> pd.DataFrame:
+    """Two-dimensional map of models that preserves their distances as well as possible.
+
+    Parameters
+    ----------
+    distances : pandas.DataFrame, shape (n_models, n_models)
+    method : {"mds", "classical"}
+        Metric MDS (SMACOF, seeded) or classical MDS (principal coordinates, equal to PCA of the
+        standardised vectors for Euclidean distances).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: models; columns ``x, y``.
+    """
+    matrix = distances.to_numpy(dtype=np.float64)
+    if method == "mds":
+        from sklearn.manifold import MDS
+
+        mds = MDS(n_components=2, metric_mds=True, metric="precomputed", random_state=seed,
+                  n_init=4, init="random")
+        coords = mds.fit_transform(matrix)
+    elif method == "classical":
+        n = len(matrix)
+        centring = np.eye(n) - np.ones((n, n)) / n
+        gram = -0.5 * centring @ (matrix**2) @ centring
+        eigenvalues, eigenvectors = np.linalg.eigh(gram)
+        order = np.argsort(eigenvalues)[::-1][:2]
+        coords = eigenvectors[:, order] * np.sqrt(np.maximum(eigenvalues[order], 0))
+    else:
+        raise ValueError(f"method must be 'mds' or 'classical'; got {method!r}.")
+    return pd.DataFrame(coords, index=distances.index, columns=["x", "y"])
+
+
+def invariance_ranking(
+    table: pd.DataFrame, metric: str = "diameter", statistic: str = "median", graph: str = "nnk"
+) -> pd.DataFrame:
+    """Rank models by invariance to each augmentation family.
+
+    A small polytope diameter on a family's augmentation manifolds means the model maps the
+    augmented views close together: rank 1 is the most invariant model for that family.
+
+    Returns
+    -------
+    pandas.DataFrame, shape (n_models, n_families)
+        Integer ranks (1 = most invariant), index models, columns families.
+    """
+    check_table(table)
+    rows = table[(table["manifold"] == "augmentation") & (table["metric"] == metric)
+                 & (table["statistic"] == statistic) & (table["graph"] == graph)]
+    if rows.empty:
+        raise ValueError(f"no augmentation rows with metric={metric!r}, statistic={statistic!r}, graph={graph!r}.")
+    wide = rows.pivot_table(index="model", columns="family", values="value", aggfunc="first")
+    return wide.rank(axis=0, method="min").astype(int)
+
+
+# ---------------------------------------------------------------------------------------------
+# Does a label explain the clusters? The test of chapter 04 and its sensitivity analysis
+# ---------------------------------------------------------------------------------------------
+
+def _aligned_labels(labels: pd.Series | Sequence, models: pd.Index) -> np.ndarray:
+    """Labels as strings in the order of ``models`` (a Series is aligned on its index)."""
+    if isinstance(labels, pd.Series):
+        absent = [model for model in models if model not in labels.index]
+        if absent:
+            raise ValueError(f"labels lack the model(s) {absent[:5]}; give one label per model of the distances.")
+        labels = labels.loc[models]
+    labels = np.asarray(labels).astype(str)
+    if labels.shape != (len(models),):
+        raise ValueError(f"{labels.shape[0] if labels.ndim else 0} labels for {len(models)} models; "
+                         "give one label per model, in the order of the distance matrix.")
+    return labels
+
+
+def label_test(
+    distances: pd.DataFrame,
+    labels: pd.Series | Sequence,
+    *,
+    n_permutations: int = 2000,
+    method: str = "average",
+    seed: int = 0,
+) -> PermutationResult:
+    """Cut the models' tree into as many clusters as the label has values and test the agreement.
+
+    Parameters
+    ----------
+    distances : pandas.DataFrame, shape (n_models, n_models)
+        From :func:`model_distances`.
+    labels : pandas.Series or sequence, shape (n_models,)
+        One label per model (a Series is aligned on its index); compared as strings.
+    n_permutations : int
+        Label shuffles of the null distribution.
+    method : str
+        Linkage rule (:data:`LINKAGES`).
+    seed : int
+        Seed of the shuffles.
+
+    Returns
+    -------
+    PermutationResult
+        The tree is cut into ``max(2, n_groups)`` clusters.
+    """
+    labels = _aligned_labels(labels, distances.index)
+    n_groups = len(np.unique(labels))
+    clusters, _ = cluster_models(distances, max(2, n_groups), method=method)
+    return permutation_test(clusters, labels, n_permutations, seed=seed)
+
+
+def _agreement_row(result: PermutationResult, n_groups: int) -> dict[str, float]:
+    return {"groups": n_groups, "ARI": result.ari, "p (ARI)": result.p_ari, "NMI": result.nmi,
+            "p (NMI)": result.p_nmi}
+
+
+def label_tests(
+    distances: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    n_permutations: int = 2000,
+    method: str = "average",
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, PermutationResult]]:
+    """:func:`label_test` for each label column that takes at least two values among the models.
+
+    Parameters
+    ----------
+    distances : pandas.DataFrame, shape (n_models, n_models)
+    labels : pandas.DataFrame
+        Indexed by model (at least the models of ``distances``), one column per label (e.g.
+        ``paradigm``, ``backbone``, ``policy`` from :func:`sslgeom.zoo.model_labels`).
+    n_permutations, method, seed
+        As in :func:`label_test` (every label uses the same seed).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per tested label; columns ``groups, ARI, p (ARI), NMI, p (NMI)``.
+    results : dict of str to PermutationResult
+        The full results (null distributions), by label.
+    """
+    rows, results = {}, {}
+    for column in labels.columns:
+        values = labels[column].loc[distances.index]
+        if values.nunique() < 2:
+            continue  # a label with one value among these models cannot be tested
+        results[column] = label_test(distances, values, n_permutations=n_permutations, method=method, seed=seed)
+        rows[column] = _agreement_row(results[column], values.nunique())
+    return pd.DataFrame(rows).T, results
+
+
+def sensitivity_variants(
+    model_names: Sequence[str],
+    settings: GeometrySettings,
+    *,
+    ks: Sequence[int] = (),
+    kernel: str = "",
+    n_base: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """Geometry tables of the analysis variants: the main one and one per changed choice.
+
+    Variants, in this order: ``"main"`` (``settings``, NNK metrics); ``"k=<k>"`` for each of
+    ``ks``; ``"kernel=<kernel>"`` if ``kernel`` is given and differs from ``settings.kernel``;
+    ``"n_base=<n>"`` if ``n_base`` is non-zero and differs from ``settings.n_base``; ``"kNN graph"``
+    (the main table's kNN metrics, if ``settings.graphs`` holds ``"knn"``). Changed variants
+    compute NNK metrics only (the kNN baseline is needed once) and are cached like any table.
+
+    Returns
+    -------
+    dict of str to (pandas.DataFrame, str)
+        Variant name -> (geometry table, graph whose metrics it is read on).
+    """
+    main = geometry_table(model_names, settings, device=device, progress=progress)
+    nnk_only = dataclasses.replace(settings, graphs=("nnk",))
+    changed = [dataclasses.replace(nnk_only, k=other_k) for other_k in ks]
+    names = [f"k={other_k}" for other_k in ks]
+    if kernel and kernel != settings.kernel:
+        changed.append(dataclasses.replace(nnk_only, kernel=kernel))
+        names.append(f"kernel={kernel}")
+    if n_base and n_base != settings.n_base:
+        changed.append(dataclasses.replace(nnk_only, n_base=n_base))
+        names.append(f"n_base={n_base}")
+    variants = {"main": (main, "nnk")}
+    for name, variant in zip(names, changed):
+        variants[name] = (geometry_table(model_names, variant, device=device, progress=progress), "nnk")
+    if "knn" in settings.graphs:
+        variants["kNN graph"] = (main, "knn")
+    return variants
+
+
+def sensitivity_table(
+    variants: Mapping[str, tuple[pd.DataFrame, str]],
+    labels: pd.Series,
+    *,
+    statistics: Sequence[str] | None = ("mean",),
+    n_permutations: int = 2000,
+    method: str = "average",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The label test of each analysis variant (from :func:`sensitivity_variants`).
+
+    For each variant, the geometry vectors of every model in its table (a feature undefined for
+    any model is left out), restricted to the models of ``labels``, then distances, clusters and
+    :func:`label_test`.
+
+    Parameters
+    ----------
+    variants : mapping of str to (pandas.DataFrame, str)
+        Variant name -> (geometry table, graph).
+    labels : pandas.Series
+        Label of each tested model, indexed by model (e.g. the paradigm of the SSL models).
+    statistics : sequence of str or None
+        Node summaries entering the geometry vectors.
+    n_permutations, method, seed
+        As in :func:`label_test`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per variant; columns ``features, ARI, p (ARI), NMI, p (NMI)``.
+    """
+    rows = {}
+    for variant, (table, graph) in variants.items():
+        vectors = geometry_vectors(table, graph=graph, statistics=statistics).loc[labels.index]
+        result = label_test(model_distances(vectors), labels, n_permutations=n_permutations, method=method,
+                            seed=seed)
+        rows[variant] = {**_agreement_row(result, labels.nunique()), "features": vectors.shape[1]}
+    return pd.DataFrame(rows).T[["features", "ARI", "p (ARI)", "NMI", "p (NMI)"]]

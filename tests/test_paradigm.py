@@ -1,0 +1,379 @@
+"""Paradigm statistics on synthetic zoos, against scikit-learn, SciPy and hand computations."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from scipy.spatial import procrustes
+from scipy.spatial.distance import cdist
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from sslgeom import geometry, paradigm
+
+
+def _synthetic_zoo(n_per_group=5, n_features=12, separation=4.0, seed=0):
+    """Geometry vectors built to follow three paradigm labels (group centre + small noise)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(["contrastive", "non_contrastive", "clustering"], n_per_group)
+    centres = separation * rng.normal(size=(3, n_features))
+    codes = np.repeat(np.arange(3), n_per_group)
+    values = centres[codes] + rng.normal(size=(len(labels), n_features))
+    models = [f"model{i}" for i in range(len(labels))]
+    return pd.DataFrame(values, index=models, columns=[f"f{j}" for j in range(n_features)]), labels
+
+
+def _tidy(vectors):
+    """Turn (models, features) into a geometry table; the kNN rows hold twice the NNK values."""
+    rows = []
+    for model, row in vectors.iterrows():
+        for j, value in enumerate(row):
+            manifold = "semantic" if j % 2 == 0 else "augmentation"
+            family = f"fam{j}"
+            metric = "diameter" if j % 4 < 2 else "n_neighbors"
+            statistic = "mean" if j < 6 else "median"
+            rows.append((model, manifold, family, "nnk", metric, statistic, value))
+            rows.append((model, manifold, family, "knn", metric, statistic, 2 * value))
+    return pd.DataFrame(rows, columns=geometry.TABLE_COLUMNS)
+
+
+def _feature(j):
+    manifold = "semantic" if j % 2 == 0 else "augmentation"
+    return f"{manifold}/fam{j}/{'diameter' if j % 4 < 2 else 'n_neighbors'}/{'mean' if j < 6 else 'median'}"
+
+
+def test_geometry_vectors_pivot_every_value_and_filter():
+    vectors, _ = _synthetic_zoo()
+    table = _tidy(vectors)
+    wide = paradigm.geometry_vectors(table, statistics=None)
+    assert list(wide.columns) == sorted(_feature(j) for j in range(12))
+    assert list(wide.index) == sorted(vectors.index)
+    for j, column in enumerate(vectors.columns):
+        np.testing.assert_array_equal(wide.loc[vectors.index, _feature(j)], vectors[column])
+    knn = paradigm.geometry_vectors(table, graph="knn", statistics=None)
+    np.testing.assert_array_equal(knn.to_numpy(), 2 * wide.to_numpy())
+    only_mean = paradigm.geometry_vectors(table, statistics=["mean"], manifolds=["semantic"])
+    assert list(only_mean.columns) == sorted(_feature(j) for j in (0, 2, 4))
+    diameters = paradigm.geometry_vectors(table, statistics=None, metrics=["diameter"])
+    assert list(diameters.columns) == sorted(_feature(j) for j in range(12) if j % 4 < 2)
+    with pytest.raises(ValueError, match="no rows left"):
+        paradigm.geometry_vectors(table, metrics=["no_such_metric"])
+    with pytest.raises(ValueError, match="lacks columns"):
+        paradigm.geometry_vectors(table.drop(columns="graph"))
+
+
+def test_geometry_vectors_drop_undefined_features_with_a_warning():
+    vectors, _ = _synthetic_zoo(n_per_group=2, n_features=4)
+    table = _tidy(vectors)
+    hole = (table["model"] == "model0") & (table["family"] == "fam1") & (table["graph"] == "nnk")
+    table.loc[hole, "value"] = np.nan
+    with pytest.warns(UserWarning, match="undefined for some models"):
+        wide = paradigm.geometry_vectors(table, statistics=None)
+    assert list(wide.columns) == sorted(_feature(j) for j in (0, 2, 3))
+
+
+def test_standardize_z_scores_and_drops_constant_columns():
+    vectors = pd.DataFrame({"a": [1.0, 2.0, 3.0, 6.0], "constant": 5.0, "b": [0.0, 0.0, 1.0, 1.0]})
+    z = paradigm.standardize(vectors)
+    assert list(z.columns) == ["a", "b"]
+    np.testing.assert_allclose(z["a"], (np.array([1, 2, 3, 6]) - 3.0) / np.sqrt(3.5))  # population sd of a: sqrt(3.5)
+    np.testing.assert_allclose(z["b"], [-1.0, -1.0, 1.0, 1.0])
+
+
+def test_distances_are_euclidean_on_standardized_features():
+    vectors, _ = _synthetic_zoo()
+    vectors["constant"] = 1.0
+    distances = paradigm.model_distances(vectors)
+    kept = vectors.drop(columns="constant").to_numpy()
+    z = (kept - kept.mean(axis=0)) / kept.std(axis=0)
+    np.testing.assert_allclose(distances.to_numpy(), cdist(z, z), atol=1e-12)
+    assert list(distances.index) == list(distances.columns) == list(vectors.index)
+    raw = paradigm.model_distances(vectors, standardized=False)
+    np.testing.assert_allclose(raw.to_numpy(), cdist(vectors.to_numpy(), vectors.to_numpy()), atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["average", "complete", "single"])
+def test_clustering_matches_scikit_learn(method):
+    vectors, _ = _synthetic_zoo(separation=1.0, seed=3)  # weak structure: the tree is not trivial
+    distances = paradigm.model_distances(vectors)
+    for n_clusters in (2, 3, 5):
+        ours, tree = paradigm.cluster_models(distances, n_clusters, method=method)
+        reference = AgglomerativeClustering(n_clusters=n_clusters, metric="precomputed",
+                                            linkage=method).fit_predict(distances.to_numpy())
+        assert adjusted_rand_score(reference, ours) == 1.0  # the same partition, up to naming
+        assert sorted(np.unique(ours)) == list(range(n_clusters))
+        assert tree.shape == (len(vectors) - 1, 4)
+
+
+def test_clustering_rejects_bad_input():
+    distances = paradigm.model_distances(_synthetic_zoo()[0])
+    with pytest.raises(ValueError, match="between 1 and 15"):
+        paradigm.cluster_models(distances, 16)
+    with pytest.raises(ValueError, match="unknown linkage method 'median'"):
+        paradigm.cluster_models(distances, 2, method="median")
+    asymmetric = distances.to_numpy().copy()
+    asymmetric[0, 1] += 1
+    with pytest.raises(ValueError, match="symmetric"):
+        paradigm.cluster_models(asymmetric, 2)
+
+
+def test_agreement_matches_hand_computation_and_scikit_learn():
+    labels = [0, 0, 0, 1, 1, 1]
+    clusters = [0, 0, 1, 1, 2, 2]
+    # contingency pairs: sum C(n_ij,2) = 2, rows 6, columns 3, C(6,2) = 15
+    expected_ari = (2 - 6 * 3 / 15) / ((6 + 3) / 2 - 6 * 3 / 15)
+    # NMI (arithmetic mean): I = ln 2 - (2/3) ln 2 ... computed from the joint table by hand
+    joint = np.array([[2, 1, 0], [0, 1, 2]]) / 6
+    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+    mutual = np.sum(joint[joint > 0] * np.log(joint[joint > 0] / outer[joint > 0]))
+    entropy = lambda p: -np.sum(p * np.log(p))  # noqa: E731
+    expected_nmi = mutual / ((entropy(np.array([0.5, 0.5])) + entropy(np.array([1, 1, 1]) / 3)) / 2)
+    scores = paradigm.cluster_agreement(clusters, labels)
+    assert scores["ari"] == pytest.approx(expected_ari, abs=1e-14)
+    assert scores["nmi"] == pytest.approx(expected_nmi, abs=1e-14)
+    assert scores["ari"] == adjusted_rand_score(labels, clusters)
+    assert scores["nmi"] == normalized_mutual_info_score(labels, clusters)
+    assert paradigm.cluster_agreement([1, 1, 0, 0], ["a", "a", "b", "b"]) == {"ari": 1.0, "nmi": 1.0}
+
+
+def test_fast_agreement_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(50):
+        n = int(rng.integers(6, 30))
+        clusters = rng.integers(0, rng.integers(2, 5), size=n)
+        labels = rng.integers(0, rng.integers(2, 5), size=n)
+        _, c = np.unique(clusters, return_inverse=True)
+        _, l = np.unique(labels, return_inverse=True)
+        if c.max() < 1 or l.max() < 1:
+            continue
+        ari, nmi = paradigm._fast_agreement(c, l, c.max() + 1, l.max() + 1)
+        assert ari == pytest.approx(adjusted_rand_score(labels, clusters), abs=1e-12)
+        assert nmi == pytest.approx(normalized_mutual_info_score(labels, clusters), abs=1e-12)
+        checked += 1
+    assert checked >= 40
+
+
+def test_permutation_test_p_values_count_the_null_by_hand():
+    vectors, labels = _synthetic_zoo(seed=4, separation=0.7)
+    clusters, _ = paradigm.cluster_models(paradigm.model_distances(vectors), n_clusters=3)
+    result = paradigm.permutation_test(clusters, labels, n_permutations=300, seed=5)
+    # the null is the agreement of the clusters with the labels shuffled by the seeded generator
+    rng = np.random.default_rng(5)
+    null = np.array([[adjusted_rand_score(perm, clusters), normalized_mutual_info_score(perm, clusters)]
+                     for perm in (rng.permutation(labels) for _ in range(300))])
+    np.testing.assert_allclose(result.null_ari, null[:, 0], atol=1e-12)
+    np.testing.assert_allclose(result.null_nmi, null[:, 1], atol=1e-12)
+    assert result.ari == adjusted_rand_score(labels, clusters)
+    assert result.p_ari == (1 + np.sum(null[:, 0] >= result.ari - 1e-12)) / 301
+    assert result.p_nmi == (1 + np.sum(null[:, 1] >= result.nmi - 1e-12)) / 301
+
+
+def test_permutation_test_finds_geometry_that_follows_labels():
+    vectors, labels = _synthetic_zoo(seed=1)
+    clusters, _ = paradigm.cluster_models(paradigm.model_distances(vectors), n_clusters=3)
+    result = paradigm.permutation_test(clusters, labels, n_permutations=999, seed=0)
+    assert result.ari == 1.0 and result.nmi == pytest.approx(1.0, abs=1e-12)
+    # no shuffle of 3 x 5 labels recovers the partition here: the p-value is the floor 1 / (1 + B)
+    assert result.p_ari == result.p_nmi == 1 / 1000
+    assert len(result.null_ari) == 999
+
+
+def test_permutation_test_on_shuffled_labels_is_roughly_uniform():
+    vectors, labels = _synthetic_zoo(seed=2)
+    clusters, _ = paradigm.cluster_models(paradigm.model_distances(vectors), n_clusters=3)
+    rng = np.random.default_rng(0)
+    p_values = np.array([
+        paradigm.permutation_test(clusters, rng.permutation(labels), n_permutations=99, seed=s).p_ari
+        for s in range(40)
+    ])
+    # Under the null, p is (roughly, ARI being discrete) uniform: mean near 1/2, few small values.
+    assert 0.35 < p_values.mean() < 0.7
+    assert np.mean(p_values <= 0.05) <= 0.15
+    assert stats.kstest(p_values, "uniform").pvalue > 0.001
+
+
+def test_permutation_test_is_reproducible_and_validates():
+    vectors, labels = _synthetic_zoo(seed=4, separation=0.5)
+    clusters, _ = paradigm.cluster_models(paradigm.model_distances(vectors), n_clusters=3)
+    first = paradigm.permutation_test(clusters, labels, n_permutations=50, seed=9)
+    second = paradigm.permutation_test(clusters, labels, n_permutations=50, seed=9)
+    np.testing.assert_array_equal(first.null_ari, second.null_ari)
+    with pytest.raises(ValueError, match="single group"):
+        paradigm.permutation_test(clusters, ["x"] * len(clusters))
+    with pytest.raises(ValueError, match="at least 1"):
+        paradigm.permutation_test(clusters, labels, n_permutations=0)
+
+
+def test_eta_squared_by_hand():
+    values = np.array([[1.0], [2.0], [3.0], [7.0], [8.0], [9.0]])
+    codes = np.array([0, 0, 0, 1, 1, 1])
+    # grand mean 5: between = 3 (2 - 5)^2 + 3 (8 - 5)^2 = 54; total = 16 + 9 + 4 + 4 + 9 + 16 = 58
+    assert paradigm._eta_squared(values, codes, 2)[0] == pytest.approx(54 / 58, abs=1e-15)
+    assert paradigm._eta_squared(np.ones((6, 1)), codes, 2)[0] == 0.0  # no variance at all
+
+
+def test_effect_sizes_match_anova_permutations_and_bh():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 6)
+    vectors = pd.DataFrame({
+        "separates": np.repeat([0.0, 2.0, 4.0], 6) + 0.5 * rng.normal(size=18),
+        "noise": rng.normal(size=18),
+        "weak": np.repeat([0.0, 0.5, 1.0], 6) + rng.normal(size=18),
+    })
+    table = paradigm.effect_sizes(vectors, labels, n_permutations=500, seed=0)
+    assert list(table.index) == list(table["eta2"].sort_values(ascending=False).index)
+    assert table.index[0] == "separates"
+    # the permutation null, rebuilt with the same generator
+    codes = np.repeat(np.arange(3), 6)
+    generator = np.random.default_rng(0)
+    null = np.array([paradigm._eta_squared(vectors.to_numpy(), generator.permutation(codes), 3)
+                     for _ in range(500)])
+    for j, feature in enumerate(vectors.columns):
+        groups = [vectors[feature][labels == g] for g in "abc"]
+        f = stats.f_oneway(*groups).statistic
+        eta2 = f * 2 / (f * 2 + 15)  # eta^2 = F df_b / (F df_b + df_w)
+        row = table.loc[feature]
+        assert row["eta2"] == pytest.approx(eta2, abs=1e-12)
+        assert (row["eta2_low"], row["eta2_high"]) == paradigm.eta_squared_interval(row["eta2"], 3, 18)
+        assert row["eta2_low"] <= row["eta2"] <= row["eta2_high"]
+        assert row["null_mean"] == pytest.approx(null[:, j].mean(), abs=1e-12)
+        assert row["p_value"] == (1 + np.sum(null[:, j] >= row["eta2"] - 1e-12)) / 501
+    # Benjamini-Hochberg by hand: q_(i) = min over j >= i of p_(j) m / j
+    p = table["p_value"].to_numpy()
+    order = np.argsort(p)
+    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+    q = np.empty_like(p)
+    q[order] = np.minimum(1, np.minimum.accumulate(ranked[::-1])[::-1])
+    np.testing.assert_allclose(table["q_value"], q, atol=1e-15)
+    assert table.loc["separates", "p_value"] == 1 / 501
+    assert table.loc["noise", "p_value"] > 0.01
+    assert table.loc["noise", "null_mean"] == pytest.approx(2 / 17, abs=0.04)
+
+
+def test_eta_squared_interval_inverts_noncentral_f_and_covers():
+    from scipy.stats import ncf
+
+    low, high = paradigm.eta_squared_interval(0.6, n_groups=3, n_total=18)
+    f_value = (0.6 / 2) / (0.4 / 15)
+    # at the bounds the observed F sits exactly at the 97.5% and 2.5% quantiles
+    assert ncf.cdf(f_value, 2, 15, low / (1 - low) * 18) == pytest.approx(0.975, abs=1e-6)
+    assert ncf.cdf(f_value, 2, 15, high / (1 - high) * 18) == pytest.approx(0.025, abs=1e-6)
+    assert paradigm.eta_squared_interval(0.01, 3, 18)[0] == 0.0  # no evidence of an effect
+    assert paradigm.eta_squared_interval(1.0, 3, 18) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="more models than groups"):
+        paradigm.eta_squared_interval(0.5, 3, 3)
+    # coverage on simulated one-way designs with a known population eta squared
+    rng = np.random.default_rng(0)
+    means = np.array([0.0, 1.0, 2.0])
+    codes = np.repeat(np.arange(3), 6)
+    true_eta2 = means.var() / (means.var() + 1.0)  # population: between / (between + within)
+    covered = 0
+    for _ in range(200):
+        values = (means[codes] + rng.normal(size=18))[:, None]
+        eta2 = paradigm._eta_squared(values, codes, 3)[0]
+        low, high = paradigm.eta_squared_interval(eta2, 3, 18)
+        covered += low <= true_eta2 <= high
+    assert 0.90 <= covered / 200 <= 0.99
+
+
+def test_embeddings_recover_planar_distances():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(9, 2))
+    distances = pd.DataFrame(cdist(points, points), index=[f"m{i}" for i in range(9)],
+                             columns=[f"m{i}" for i in range(9)])
+    classical = paradigm.embedding_2d(distances, method="classical")
+    assert list(classical.index) == list(distances.index) and list(classical.columns) == ["x", "y"]
+    np.testing.assert_allclose(cdist(classical, classical), distances, atol=1e-9)
+    # classical MDS is the PCA of the centred points (up to the sign of each axis)
+    centred = points - points.mean(axis=0)
+    pcs = centred @ np.linalg.svd(centred, full_matrices=False)[2].T
+    np.testing.assert_allclose(np.abs(classical.to_numpy()), np.abs(pcs), atol=1e-9)
+    mds = paradigm.embedding_2d(distances, method="mds", seed=0).to_numpy()
+    # planar data: SMACOF (stopped at its tolerance) finds the points up to a rigid motion
+    assert procrustes(points, mds)[2] < 1e-3
+    relative_stress = np.sqrt(((cdist(mds, mds) - distances.to_numpy()) ** 2).sum() / (distances.to_numpy() ** 2).sum())
+    assert relative_stress < 1e-2
+    with pytest.raises(ValueError, match="'mds' or 'classical'"):
+        paradigm.embedding_2d(distances, method="tsne")
+
+
+def test_invariance_ranking_orders_by_diameter():
+    rows = []
+    for model, diameters in {"inv": (0.1, 0.2), "mid": (0.5, 0.1), "var": (0.9, 0.9)}.items():
+        for family, value in zip(("rotation", "blur"), diameters):
+            rows.append((model, "augmentation", family, "nnk", "diameter", "median", value))
+            rows.append((model, "augmentation", family, "nnk", "diameter", "mean", 1 - value))  # ignored
+    ranks = paradigm.invariance_ranking(pd.DataFrame(rows, columns=geometry.TABLE_COLUMNS))
+    expected = pd.DataFrame({"blur": [2, 1, 3], "rotation": [1, 2, 3]}, index=["inv", "mid", "var"])
+    pd.testing.assert_frame_equal(ranks, expected, check_names=False, check_dtype=False)
+    with pytest.raises(ValueError, match="no augmentation rows"):
+        paradigm.invariance_ranking(pd.DataFrame(rows, columns=geometry.TABLE_COLUMNS), metric="entropy")
+
+
+def test_label_test_cuts_one_cluster_per_group_and_aligns_series():
+    vectors, labels = _synthetic_zoo(seed=6, separation=1.0)
+    distances = paradigm.model_distances(vectors)
+    series = pd.Series(labels, index=vectors.index)
+    result = paradigm.label_test(distances, series.iloc[::-1], n_permutations=200, method="complete", seed=3)
+    clusters, _ = paradigm.cluster_models(distances, 3, method="complete")
+    expected = paradigm.permutation_test(clusters, labels, 200, seed=3)
+    assert (result.ari, result.nmi, result.p_ari, result.p_nmi) == (
+        expected.ari, expected.nmi, expected.p_ari, expected.p_nmi)
+    np.testing.assert_array_equal(result.null_ari, expected.null_ari)
+    with pytest.raises(ValueError, match="labels lack the model"):
+        paradigm.label_test(distances, series.iloc[1:])
+    with pytest.raises(ValueError, match="one label per model"):
+        paradigm.label_test(distances, labels[1:])
+
+
+def test_label_tests_skip_constant_labels():
+    vectors, labels = _synthetic_zoo(seed=7)
+    distances = paradigm.model_distances(vectors)
+    info = pd.DataFrame({"paradigm": labels, "backbone": "convnet",
+                         "policy": np.tile(["strong", "weak", "strong"], 5)}, index=vectors.index)
+    table, results = paradigm.label_tests(distances, info.iloc[::-1], n_permutations=100, seed=2)
+    assert list(table.index) == list(results) == ["paradigm", "policy"]
+    assert list(table.columns) == ["groups", "ARI", "p (ARI)", "NMI", "p (NMI)"]
+    for column, groups in (("paradigm", 3), ("policy", 2)):
+        single = paradigm.label_test(distances, info[column], n_permutations=100, seed=2)
+        assert table.loc[column].tolist() == [groups, single.ari, single.p_ari, single.nmi, single.p_nmi]
+
+
+def test_sensitivity_variants_change_one_choice_each(monkeypatch):
+    calls = []
+
+    def fake_table(names, settings, *, device="cpu", progress=True):
+        calls.append(settings)
+        return pd.DataFrame({"settings": [settings]})
+
+    monkeypatch.setattr(paradigm, "geometry_table", fake_table)
+    settings = geometry.GeometrySettings(k=8, n_base=4)
+    variants = paradigm.sensitivity_variants(["m"], settings, ks=[5, 12], kernel="gaussian", n_base=2)
+    assert list(variants) == ["main", "k=5", "k=12", "kernel=gaussian", "n_base=2", "kNN graph"]
+    nnk_only = dataclasses.replace(settings, graphs=("nnk",))
+    assert calls == [settings, dataclasses.replace(nnk_only, k=5), dataclasses.replace(nnk_only, k=12),
+                     dataclasses.replace(nnk_only, kernel="gaussian"), dataclasses.replace(nnk_only, n_base=2)]
+    assert [graph for _, graph in variants.values()] == ["nnk"] * 5 + ["knn"]
+    assert variants["kNN graph"][0] is variants["main"][0]
+    calls.clear()
+    same = paradigm.sensitivity_variants(["m"], settings, kernel="cosine", n_base=4)  # unchanged choices
+    assert list(same) == ["main", "kNN graph"] and calls == [settings]
+
+
+def test_sensitivity_table_runs_the_label_test_per_variant():
+    vectors, labels = _synthetic_zoo(seed=8, separation=1.5)
+    table = _tidy(vectors)
+    extra = _tidy(vectors.assign(f0=vectors["f0"] * 3)).assign(model=lambda t: t["model"].str.replace("model", "ref"))
+    table = pd.concat([table, extra.query("model == 'ref0'")])  # a reference model outside the test
+    series = pd.Series(labels, index=vectors.index)
+    result = paradigm.sensitivity_table({"main": (table, "nnk"), "kNN graph": (table, "knn")}, series,
+                                        statistics=None, n_permutations=150, seed=4)
+    assert list(result.columns) == ["features", "ARI", "p (ARI)", "NMI", "p (NMI)"]
+    for variant, graph in (("main", "nnk"), ("kNN graph", "knn")):
+        # vectors over every model of the table, then restricted to the tested models
+        tested = paradigm.geometry_vectors(table, graph=graph, statistics=None).loc[series.index]
+        single = paradigm.label_test(paradigm.model_distances(tested), series, n_permutations=150, seed=4)
+        assert result.loc[variant].tolist() == [12, single.ari, single.p_ari, single.nmi, single.p_nmi]
