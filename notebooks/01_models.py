@@ -339,7 +339,7 @@ registry
 # ## Adding your own model
 #
 # Any backbone that maps images to `(batch, dim)` features can join the zoo: save its weights with
-# `zoo.save_checkpoint` (half precision, atomic, returns the SHA-256) and add an entry to the
+# `zoo.save_checkpoint` (half precision, safetensors, atomic, returns the SHA-256) and add an entry to the
 # manifest. The cell below does this in a temporary directory (`$SSLGEOM_ZOO_DIR` points the zoo
 # elsewhere) with a freshly initialised ResNet, then loads it back through the common API. To
 # train a new method instead, register it in `sslgeom.ssl_methods.METHODS` and add it to
@@ -350,9 +350,9 @@ from sslgeom.models import build_backbone
 
 with tempfile.TemporaryDirectory() as folder, zoo.use_zoo_dir(folder):
     my_backbone = build_backbone("resnet", seed=seed)
-    sha256 = zoo.save_checkpoint(my_backbone, os.path.join(folder, "my-model.pt"))
+    sha256 = zoo.save_checkpoint(my_backbone, os.path.join(folder, "my-model.safetensors"))
     entry = {"name": "my-model", "method": "random", "paradigm": "random", "backbone": "resnet",
-             "file": "my-model.pt", "sha256": sha256}
+             "file": "my-model.safetensors", "sha256": sha256}
     zoo.write_manifest({"models": [entry]})
     mine = zoo.load("my-model")
     images = torch.from_numpy(test_images[:5])[:, None]

@@ -22,38 +22,50 @@ The design
   the book asks, so it is not trained again.
 
 Hyper-parameter rule (fixed before training, no per-seed or per-method tuning): every method uses
-AdamW with the first zoo's batch-32 settings scaled to the batch size by the square-root rule for
-Adam-type optimisers, ``lr = 2e-3 * sqrt(batch / 32)`` (5.66e-3 at batch 256), weight decay 1e-4,
-5% linear warm-up then cosine decay to zero; the method-specific settings are the defaults of the
-classes in :mod:`sslgeom.ssl_methods` (lightly's recommended values for small images: SimCLR and
-MoCo temperature 0.2, MoCo's memory bank 4,096 = 16 batches, BYOL/DINO momentum 0.99 -> 1, ...).
+AdamW at batch 64 with the first zoo's batch-32 settings scaled to the batch size by the
+square-root rule for Adam-type optimisers, ``lr = 2e-3 * sqrt(batch / 32)`` (2.83e-3 at batch 64),
+weight decay 1e-4, 5% linear warm-up then cosine decay to zero; the method-specific settings are the
+defaults of the classes in :mod:`sslgeom.ssl_methods` (lightly's recommended values for small
+images: SimCLR and MoCo temperature 0.2, MoCo's memory bank 4,096 = 64 batches, BYOL/DINO momentum
+0.99 -> 1, ...). The batch size is the one choice the pilots below made, for all methods at once.
+
+Pilots (ConvNet, seed 0, run on this machine before the zoo; gain = linear-probe accuracy minus the
+random init's 0.8208, probe of :func:`evaluate`; other work was running during some of them):
+
+* batch 256, lr 5.66e-3: SimCLR +3.6 / +4.7 / +4.7 after 49k / 98k / 197k images (about 480
+  images/s); supervised +5.6 after 115k; SimSiam +0.7 / +0.6 / +1.6 after 29k / 57k / 115k; BYOL
+  +0.8 after 29k. The predictor methods fall short of the 2-point floor: 448 steps are too few.
+* SimSiam with the SimSiam paper's SGD rule (lr 0.05 x batch / 256, momentum 0.9, wd 5e-4) at batch
+  256: -0.0 / -0.6 after 29k / 57k images. Rejected.
+* batch 64 (4x the steps for the same images): SimSiam (lr 2e-3) +2.6 / +2.5 after 29k / 57k
+  images, about 410 images/s on the idle machine; BYOL (lr 2.83e-3, the rule) +2.3 / +2.7 after
+  29k / 57k images.
+
+The first zoo's SimSiam (batch 32, 2,560 steps, 82k images) gained +4.0: at this scale the number of
+steps matters more than images, so the zoo trains at batch 64, where the
+predictor methods cleared the floor in the pilots, with the largest budget the time limit allows.
 
 Training budget and time (the arithmetic behind ``BUDGET_IMAGES``)
 ------------------------------------------------------------------
 Cost of a run = images x (relative cost of its method, ``METHOD_COST``, in SimCLR steps: methods
 with a momentum teacher pay its extra forward passes, MoCo back-propagates one view, the supervised
 reference one view) x (backbone cost, ``BACKBONE_COST``) / throughput, plus one evaluation
-(embedding 15,000 images and the probes, ``EVAL_SECONDS``) per checkpoint. Throughput is
-SimCLR/ConvNet with ``torch.set_num_threads(2)``, fp32 channels-last (``benchmarks/train.py``);
-on CPUs without native bfloat16 (AVX2 only, like the reference machine) bf16 autocast is 10-30x
-slower than fp32, so the zoo trains in fp32.
+(embedding 15,000 images and the probes, ``EVAL_SECONDS``) per checkpoint. Throughput is for
+SimCLR-cost steps on the ConvNet with ``torch.set_num_threads(2)``, fp32 channels-last; on CPUs
+without native bfloat16 (AVX2 only, like the reference machine) bf16 autocast is 10-30x slower than
+fp32 (``benchmarks/train.py``), so the zoo trains in fp32.
 
-With ``THROUGHPUT`` = 500 images/s (measured in the pilot below on the reference machine, an
-AVX2-only 2-core VM, while it was nearly idle), ``EVAL_SECONDS`` = 15, ConvNet budget 114,688
-images (448 steps of 256, about 2.3 passes over a run's subset) and ResNet budget 57,344 (224 steps):
+With ``THROUGHPUT`` = 410 images/s (the batch-64 pilot on the reference machine, an AVX2-only
+2-core VM, while it was idle), ``EVAL_SECONDS`` = 15, ConvNet budget 86,016 images (1,344 steps of 64,
+about 1.7 passes over a run's subset) and ResNet budget 43,008 (672 steps):
 
 * ConvNet: 3 seeds x (sum of the 8 method costs 8.33 + supervised 0.5) = 26.5 run units
-  x 114,688 / 500 = 6,080 s
-* ResNet: (8.33 + 0.5) x 1.0 x 57,344 / 500 = 1,010 s
+  x 86,016 / 410 = 5,560 s
+* ResNet: (8.33 + 0.5) x 1.0 x 43,008 / 410 = 927 s
 * evaluation: 3 x 9 x 3 + 3 random + 9 ResNet + 1 random = 94 checkpoints x 15 s = 1,410 s
 
-Total about 8,500 s = 2.36 h (``--dry-run`` prints the same sum from the constants), under the 2.5 h
-limit. Change ``--budget``/``--throughput`` to see other plans.
-
-Pilot (SimCLR, seed 0, ConvNet, this code with a 196,608-image run, probe of :func:`evaluate`):
-random init 0.8208; after 49,152 images 0.8564 (+3.6 points), after 98,304 images 0.8674 (+4.7),
-after 196,608 images 0.8682 (+4.7). The gain levels off after about 100k images, so the budget is
-set at 114,688, between the last two checkpoints, where the time limit allows it.
+Total about 7,900 s = 2.19 h (``--dry-run`` prints the same sum from the constants), under the 2.5 h
+limit with a 12% margin for a busy machine. Change ``--budget``/``--throughput`` to see other plans.
 
 Resuming: a checkpoint whose manifest entry records the planned configuration and whose file has
 the recorded SHA-256 is never trained again. After each checkpoint the complete training state
@@ -99,11 +111,11 @@ from sslgeom.zoo import LoadedModel, read_manifest, save_checkpoint, write_manif
 SSL_METHODS = ("simsiam", "byol", "dino", "swav", "simclr", "moco-v2", "barlowtwins", "vicreg")
 MAIN_BACKBONE, SECOND_BACKBONE = "convnet", "resnet"
 SEEDS = {MAIN_BACKBONE: (0, 1, 2), SECOND_BACKBONE: (0,)}
-BATCH_SIZE = 256
+BATCH_SIZE = 64
 #: images of the 60,000-image train split in each run's own random subset
 N_TRAIN = 50_000
 #: images seen per run (each with two views), the same for every method on a backbone
-BUDGET_IMAGES = {MAIN_BACKBONE: 114_688, SECOND_BACKBONE: 57_344}
+BUDGET_IMAGES = {MAIN_BACKBONE: 86_016, SECOND_BACKBONE: 43_008}
 #: fractions of the budget at which a run is checkpointed
 BUDGET_FRACTIONS = {MAIN_BACKBONE: (0.25, 0.5, 1.0), SECOND_BACKBONE: (1.0,)}
 POLICY = "strong"
@@ -113,8 +125,8 @@ METHOD_COST = {"simclr": 1.0, "moco-v2": 4 / 6, "byol": 8 / 6, "simsiam": 1.0, "
                "vicreg": 1.0, "swav": 1.0, "dino": 8 / 6, "supervised": 0.5, "random": 0.0}
 #: cost of a ResNet step relative to a ConvNet step (benchmarks/train.py: about equal here)
 BACKBONE_COST = {MAIN_BACKBONE: 1.0, SECOND_BACKBONE: 1.0}
-#: SimCLR/ConvNet images/s at batch 256, 2 threads, fp32 channels-last (the pilot; see the docstring)
-THROUGHPUT = 500.0
+#: SimCLR-cost images/s on the ConvNet at batch 64, 2 threads, fp32 channels-last (the pilots; see the docstring)
+THROUGHPUT = 410.0
 #: seconds to evaluate one checkpoint (embed 15,000 images, linear probe, kNN, effective rank)
 EVAL_SECONDS = 15.0
 
@@ -292,7 +304,7 @@ def manifest_entry(run: PlannedRun, checkpoint: PlannedCheckpoint, backbone, sco
     config = run.config
     trained = config.method != "random"
     full = checkpoint.fraction == 1.0
-    file_name = f"{checkpoint.name}.pt"
+    file_name = f"{checkpoint.name}.safetensors"
     return {
         "name": checkpoint.name,
         "run_id": run.run_id,
@@ -360,7 +372,7 @@ def train_run(run: PlannedRun, data: tuple, probe_data, directory: Path, state_d
     previous = max((entries[c.name]["train_seconds"] for c in run.checkpoints if c.name in done), default=0.0) if resume else 0.0
 
     def save(checkpoint: PlannedCheckpoint, backbone, step_losses: list[float]) -> None:
-        sha256 = save_checkpoint(backbone, directory / f"{checkpoint.name}.pt")
+        sha256 = save_checkpoint(backbone, directory / f"{checkpoint.name}.safetensors")
         scores = evaluate(backbone, probe_data, args.device)
         entry = manifest_entry(run, checkpoint, backbone, scores, directory, sha256,
                                previous + time.perf_counter() - started, step_losses, args.threads)

@@ -61,8 +61,8 @@ def tiny_zoo(tmp_path, monkeypatch, private_cache) -> list[str]:
     entries = []
     for seed, paradigm in enumerate(["contrastive", "clustering"]):
         name = f"tiny-{paradigm}"
-        sha = zoo.save_checkpoint(models.build_backbone("convnet", seed=seed), directory / f"{name}.pt")
-        entries.append({"name": name, "file": f"{name}.pt", "sha256": sha, "backbone": "convnet",
+        sha = zoo.save_checkpoint(models.build_backbone("convnet", seed=seed), directory / f"{name}.safetensors")
+        entries.append({"name": name, "file": f"{name}.safetensors", "sha256": sha, "backbone": "convnet",
                         "method": paradigm, "paradigm": paradigm, "policy": "default", "seed": seed})
     zoo.write_manifest({"models": entries}, directory)
     monkeypatch.setenv("SSLGEOM_ZOO_DIR", str(directory))

@@ -101,3 +101,30 @@ def test_cache_dir_follows_environment(private_cache):
 def test_invalid_namespace_is_rejected():
     with pytest.raises(ValueError, match="invalid cache namespace"):
         cache.entry_path("../escape", "k", ".npz")
+
+
+class _Marker:
+    """A pickle payload that would create a file if it were ever unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_in_the_table_cache_is_never_run(private_cache, tmp_path):
+    import pickle
+
+    import pandas as pd
+
+    marker = tmp_path / "payload-ran"
+    path = cache.entry_path("tables", cache.content_key(["planted"]), cache.TABLE_SUFFIX)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(_Marker(marker)))
+    table = pd.DataFrame({"model": ["a"], "score": [1.0]})
+    assert cache.cached_table("tables", ["planted"], lambda: table).equals(table)  # recomputed, not read
+    assert not marker.exists()
+    assert cache.load_table(path).equals(table)  # the planted file was replaced by the Parquet entry
+    with pytest.raises(TypeError, match="DataFrames"):
+        cache.save_table(tmp_path / "x.parquet", {"not": "a table"})

@@ -1,6 +1,7 @@
 """Checkpoint files: round trip, checksums, unreadable files, key layouts; and no import circle."""
 
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -14,9 +15,9 @@ from sslgeom.models import build_backbone
 
 @pytest.fixture
 def saved(tmp_path):
-    """A ConvNet saved as a half-precision checkpoint: (path, backbone, sha256)."""
+    """A ConvNet saved as a half-precision safetensors checkpoint: (path, backbone, sha256)."""
     backbone = build_backbone("convnet", seed=3).eval()
-    path = tmp_path / "tiny.pt"
+    path = tmp_path / "tiny.safetensors"
     return path, backbone, checkpoints.save_checkpoint(backbone, path)
 
 
@@ -38,7 +39,7 @@ def test_save_returns_the_file_hash_and_round_trips_in_half_precision(saved):
 
 def test_missing_file_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="make zoo"):
-        checkpoints.read_checkpoint(tmp_path / "absent.pt")
+        checkpoints.read_checkpoint(tmp_path / "absent.safetensors")
 
 
 def test_truncated_file_fails_the_checksum(saved):
@@ -52,8 +53,44 @@ def test_truncated_file_fails_the_checksum(saved):
 def test_corrupt_file_without_a_hash_is_reported(saved):
     path, _, _ = saved
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="truncated or not a torch checkpoint"):
+    with pytest.raises(CheckpointError, match="truncated or not a checkpoint of this format"):
         checkpoints.read_checkpoint(path)
+
+
+def test_written_files_hold_no_pickle_and_are_deterministic(saved, tmp_path):
+    path, backbone, sha = saved
+    raw = path.read_bytes()
+    header_length = int.from_bytes(raw[:8], "little")  # safetensors: u64 header size, JSON header, tensors
+    header = json.loads(raw[8 : 8 + header_length])
+    assert set(header) - {"__metadata__"} == set(backbone.state_dict())
+    assert not raw.startswith((b"\x80", b"PK"))  # neither a pickle (protocol 2+) nor a torch zip archive
+    assert checkpoints.save_checkpoint(backbone, tmp_path / "again.safetensors") == sha
+
+
+def test_only_safetensors_are_written(tmp_path):
+    with pytest.raises(ValueError, match=r"name the file \*\.safetensors"):
+        checkpoints.save_checkpoint(build_backbone("convnet"), tmp_path / "model.pt")
+
+
+def test_torch_files_are_read_without_running_pickled_code(saved, tmp_path):
+    _, backbone, _ = saved
+    legacy = tmp_path / "release.pth"  # the published releases and the first zoo are torch files
+    torch.save(backbone.state_dict(), legacy)
+    assert set(checkpoints.read_checkpoint(legacy)) == set(backbone.state_dict())
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"weights": torch.zeros(2), "payload": _Payload()}, hostile)
+    with pytest.raises(CheckpointError, match="Refused to read .*hostile.pt: it pickles the object .*print"):
+        checkpoints.read_checkpoint(hostile)
+    with pytest.raises(CheckpointError, match="Unknown checkpoint format model.bin"):
+        (tmp_path / "model.bin").write_bytes(b"x")
+        checkpoints.read_checkpoint(tmp_path / "model.bin")
+
+
+class _Payload:
+    """An object that weights_only loading must refuse to rebuild."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
 
 
 def test_prefix_checksum_and_its_message(saved):

@@ -46,14 +46,14 @@ def test_cache_keys_depend_only_on_each_parts_settings(private_cache):
     assert set(paths["semantic"]) == {"knn", "nnk"}
     # the key is the one the settings dict of earlier versions gave: caches built before stay valid
     legacy = {"k": 8, "kernel": "cosine", "n_per_class": 100, "seed": 0}
-    assert paths["semantic"]["nnk"].name == cache.content_key("geometry-v3", "m", "sha", "semantic", legacy, "nnk") + ".pkl"
+    assert paths["semantic"]["nnk"].name == cache.content_key("geometry-v3", "m", "sha", "semantic", legacy, "nnk") + ".parquet"
     legacy = {"k_augmentation": 5, "kernel": "cosine", "n_base": 4, "n_points": None, "n_views": 8,
               "families": None, "seed": 0}
     assert paths["augmentation"]["knn"].name == cache.content_key(
-        "geometry-v3", "m", "sha", "augmentation", legacy, "knn") + ".pkl"
+        "geometry-v3", "m", "sha", "augmentation", legacy, "knn") + ".parquet"
     with_families = dataclasses.replace(settings, families=("blur",))
     assert geometry._entry_paths("m", "sha", "augmentation", with_families)["nnk"].name == cache.content_key(
-        "geometry-v3", "m", "sha", "augmentation", {**legacy, "families": ["blur"]}, "nnk") + ".pkl"
+        "geometry-v3", "m", "sha", "augmentation", {**legacy, "families": ["blur"]}, "nnk") + ".parquet"
     # k changes the semantic key only, n_base the augmentation key only, the kernel both
     for change, semantic_moves, augmentation_moves in (({"k": 9}, True, False), ({"n_base": 5}, False, True),
                                                         ({"kernel": "gaussian"}, True, True)):

@@ -8,6 +8,7 @@ fake through ``zoo.load``.
 """
 
 import argparse
+import inspect
 import copy
 import dataclasses
 import functools
@@ -196,15 +197,32 @@ def test_wrong_nesting_or_prefix(checkpoint_dir, backbone_state, monkeypatch):
         published.load_published("moco-v2", backbone_factory=narrow_resnet50)
 
 
-def test_pickled_options_need_explicit_permission(checkpoint_dir, backbone_state, monkeypatch):
+def test_pickled_options_load_and_other_objects_are_refused_before_they_run(
+    checkpoint_dir, backbone_state, monkeypatch, tmp_path
+):
     without_hash(monkeypatch, "infomin")
     raw = fake_checkpoint("infomin", backbone_state)
-    raw["opt"] = argparse.Namespace(arch="resnet50")
-    torch.save(raw, checkpoint_dir / published.get_spec("infomin").filename)
-    with pytest.raises(CheckpointError, match="allow_pickle=True"):
+    raw["opt"] = argparse.Namespace(arch="resnet50")  # what the PyContrast releases store
+    path = checkpoint_dir / published.get_spec("infomin").filename
+    torch.save(raw, path)
+    assert published.load_published("infomin", backbone_factory=narrow_resnet50).info["method"] == "InfoMin"
+    marker = tmp_path / "payload-ran"
+    raw["opt"] = _Payload(marker)
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="Refused to read .*pickles the object .*nothing was loaded"):
         published.load_published("infomin", backbone_factory=narrow_resnet50)
-    model = published.load_published("infomin", backbone_factory=narrow_resnet50, allow_pickle=True)
-    assert model.info["method"] == "InfoMin"
+    assert not marker.exists()
+    assert "allow_pickle" not in inspect.signature(published.load_published).parameters
+
+
+class _Payload:
+    """Creates a file if it is ever unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
 
 
 def test_preprocess_for_imagenet_models():

@@ -125,7 +125,7 @@ def test_interrupted_zoo_resumes_from_its_last_checkpoint(train_zoo, tmp_path, m
     real_save = train_zoo.save_checkpoint
 
     def interrupt_at_full_budget(backbone, path):
-        if Path(path).name == "simclr-convnet-s0.pt":
+        if Path(path).name == "simclr-convnet-s0.safetensors":
             raise KeyboardInterrupt
         return real_save(backbone, path)
 
@@ -135,7 +135,7 @@ def test_interrupted_zoo_resumes_from_its_last_checkpoint(train_zoo, tmp_path, m
     names = [e["name"] for e in zoo.read_manifest(out)["models"]]
     assert names == ["random-convnet", "simclr-convnet-s0-b025", "simclr-convnet-s0-b050"]
     assert (state / "simclr-convnet-s0.npz").is_file()
-    mtimes = {name: (out / f"{name}.pt").stat().st_mtime_ns for name in names}
+    mtimes = {name: (out / f"{name}.safetensors").stat().st_mtime_ns for name in names}
 
     monkeypatch.setattr(train_zoo, "save_checkpoint", real_save)
     calls = []
@@ -143,7 +143,7 @@ def test_interrupted_zoo_resumes_from_its_last_checkpoint(train_zoo, tmp_path, m
     monkeypatch.setattr(train_zoo, "train_model", lambda *a, **k: calls.append(k) or real_train(*a, **k))
     assert train_zoo.main(argv) == 0
     assert [call["resume"].step for call in calls] == [2] and calls[0]["checkpoint_steps"] == [4]
-    assert {name: (out / f"{name}.pt").stat().st_mtime_ns for name in names} == mtimes
+    assert {name: (out / f"{name}.safetensors").stat().st_mtime_ns for name in names} == mtimes
     entries = {e["name"]: e for e in zoo.read_manifest(out)["models"]}
     full = entries["simclr-convnet-s0"]
     assert (full["run_id"], full["budget_fraction"], full["images_seen"], full["seed"]) == ("simclr-convnet-s0", 1.0, 1024, 0)
@@ -154,15 +154,15 @@ def test_interrupted_zoo_resumes_from_its_last_checkpoint(train_zoo, tmp_path, m
     calls.clear()
     assert train_zoo.main(argv) == 0 and calls == []  # everything finished: nothing trains
 
-    (out / "simclr-convnet-s0-b050.pt").write_bytes(b"damaged")
+    (out / "simclr-convnet-s0-b050.safetensors").write_bytes(b"damaged")
     with pytest.raises(ChecksumError, match="--retrain simclr-convnet-s0"):
         train_zoo.main(argv)
-    (out / "simclr-convnet-s0-b050.pt").unlink()
+    (out / "simclr-convnet-s0-b050.safetensors").unlink()
     with pytest.raises(CheckpointError, match="missing"):
         train_zoo.main(argv)
     assert train_zoo.main([*argv, "--retrain", "simclr-convnet-s0"]) == 0
     assert calls[-1]["resume"] is None and calls[-1]["checkpoint_steps"] == [1, 2, 4]
     manifest = json.loads((out / "manifest.json").read_text())
     retrained = next(e for e in manifest["models"] if e["name"] == "simclr-convnet-s0-b050")
-    assert file_sha256(out / "simclr-convnet-s0-b050.pt") == retrained["sha256"]
+    assert file_sha256(out / "simclr-convnet-s0-b050.safetensors") == retrained["sha256"]
     assert {e["name"] for e in manifest["models"]} == set(names) | {"simclr-convnet-s0"}

@@ -54,7 +54,7 @@ def test_measure_transfer_same_seeds_same_numbers(tiny_zoo, monkeypatch, tmp_pat
     second = transfer.measure_transfer(tiny_zoo, built, protocol, n_jobs=2, progress=False)
     pd.testing.assert_frame_equal(first, second)
     # the cached tables are what a third call returns
-    assert len(list((cache.cache_dir() / "transfer").glob("*.pkl"))) == 4
+    assert len(list((cache.cache_dir() / "transfer").glob("*.parquet"))) == 4
     pd.testing.assert_frame_equal(first, transfer.measure_transfer(tiny_zoo, built, protocol, progress=False))
     with pytest.raises(ValueError, match="n_jobs"):
         transfer.measure_transfer(tiny_zoo[:1], built, protocol, n_jobs=0)

@@ -101,13 +101,13 @@ def test_half_precision_round_trip_keeps_features(tiny_zoo):
 
 
 def test_missing_checkpoint(tiny_zoo):
-    (zoo.zoo_dir() / f"{tiny_zoo[0]}.pt").unlink()
+    (zoo.zoo_dir() / f"{tiny_zoo[0]}.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="make zoo"):
         zoo.load(tiny_zoo[0])
 
 
 def test_truncated_checkpoint_fails_checksum(tiny_zoo):
-    path = zoo.zoo_dir() / f"{tiny_zoo[0]}.pt"
+    path = zoo.zoo_dir() / f"{tiny_zoo[0]}.safetensors"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ChecksumError, match="SHA-256 mismatch"):
         zoo.load(tiny_zoo[0])

@@ -13,13 +13,13 @@ import contextlib
 import hashlib
 import json
 import os
-import pickle
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_ENV = "SSLGEOM_CACHE"
@@ -148,24 +148,42 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
         ) from error
 
 
-def save_table(path: str | Path, table: Any) -> Path:
-    """Store a pandas DataFrame (or any picklable object) atomically with pickle."""
+#: file ending of cached tables: Parquet holds typed columns only and cannot carry code
+TABLE_SUFFIX = ".parquet"
+
+
+def save_table(path: str | Path, table: pd.DataFrame) -> Path:
+    """Store a DataFrame atomically as Parquet (through pyarrow). Returns the path written.
+
+    Raises
+    ------
+    TypeError
+        If ``table`` is not a DataFrame (tables are data, never arbitrary Python objects).
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"save_table stores pandas DataFrames, got {type(table).__name__}.")
     path = Path(path)
     with atomic_write(path) as tmp:
-        with open(tmp, "wb") as handle:
-            pickle.dump(table, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        table.to_parquet(tmp, engine="pyarrow", index=True)
     return path
 
 
-def load_table(path: str | Path) -> Any:
-    """Load an object written by :func:`save_table` (only load cache files this project wrote)."""
+def load_table(path: str | Path) -> pd.DataFrame:
+    """Load a DataFrame written by :func:`save_table`; reading Parquet never runs code.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a readable Parquet file (truncated or corrupt); delete it to recompute.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"cache entry {path} does not exist")
     try:
-        with open(path, "rb") as handle:
-            return pickle.load(handle)
-    except Exception as error:
+        return pd.read_parquet(path, engine="pyarrow")
+    except Exception as error:  # pyarrow.ArrowInvalid, OSError, ...
         raise ValueError(
             f"cache entry {path} is corrupt or truncated ({error}); delete it and rerun to recompute"
         ) from error
@@ -176,11 +194,11 @@ def read_entry(path: str | Path, loader: Callable[[Path], Any] | None = None) ->
 
     A missing entry gives ``None``; so does a corrupt or truncated one (for example a disk that
     filled up at write time), which is deleted so that the recomputed value replaces it.
-    ``loader`` defaults to :func:`load_table` for ``.pkl`` entries and :func:`load_arrays` otherwise.
+    ``loader`` defaults to :func:`load_table` for ``.parquet`` entries and :func:`load_arrays` otherwise.
     """
     path = Path(path)
     if loader is None:
-        loader = load_table if path.suffix == ".pkl" else load_arrays
+        loader = load_table if path.suffix == TABLE_SUFFIX else load_arrays
     if not path.exists():
         return None
     try:
@@ -228,9 +246,9 @@ def cached_arrays(
     return arrays
 
 
-def cached_table(namespace: str, key_parts: Any, compute: Callable[[], Any]) -> Any:
-    """Like :func:`cached_arrays` for a DataFrame or other picklable result."""
-    path = entry_path(namespace, content_key(key_parts), ".pkl")
+def cached_table(namespace: str, key_parts: Any, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """Like :func:`cached_arrays` for a DataFrame (stored as Parquet)."""
+    path = entry_path(namespace, content_key(key_parts), TABLE_SUFFIX)
     cached = read_entry(path, load_table)
     if cached is not None:
         return cached

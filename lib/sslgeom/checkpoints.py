@@ -7,11 +7,14 @@ registry, the registry imports only this module, and there is no import circle.
 
 from __future__ import annotations
 
+import argparse
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -21,6 +24,7 @@ __all__ = [
     "CheckpointError",
     "ChecksumError",
     "LoadedModel",
+    "SAFETENSORS_SUFFIX",
     "save_checkpoint",
     "read_checkpoint",
     "verify_sha256",
@@ -66,14 +70,38 @@ class LoadedModel:
         return torch.cat(chunks).numpy()
 
 
+#: file ending of the checkpoints this project writes (no pickle: a header of shapes plus raw tensors)
+SAFETENSORS_SUFFIX = ".safetensors"
+#: file endings read with ``torch.load(weights_only=True)``: the published releases, the first zoo
+TORCH_SUFFIXES = (".pt", ".pth", ".tar")
+#: the only non-tensor classes a torch checkpoint may contain: the PyContrast releases (InsDis, PIRL,
+#: InfoMin) store their training options as an ``argparse.Namespace``, a plain attribute bag whose
+#: rebuilding runs no code of the file's choosing. Anything else is refused by ``weights_only``.
+SAFE_GLOBALS = (argparse.Namespace,)
+
+
 def save_checkpoint(backbone: nn.Module, path: str | Path) -> str:
-    """Save a backbone's ``state_dict`` in half precision, atomically; return the file's SHA-256."""
+    """Save a backbone's ``state_dict`` in half precision as safetensors, atomically; return its SHA-256.
+
+    The file holds no pickle, so reading it can never run code. Writing is deterministic: the same
+    weights give the same bytes, hence the same SHA-256.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` does not end in ``.safetensors``.
+    """
+    path = Path(path)
+    if path.suffix != SAFETENSORS_SUFFIX:
+        raise ValueError(f"Checkpoints are written as safetensors: name the file *{SAFETENSORS_SUFFIX}, got {path.name}.")
     state = {
         key: value.detach().to("cpu", torch.float16) if torch.is_floating_point(value) else value.detach().cpu()
         for key, value in backbone.state_dict().items()
     }
+    # safetensors refuses tensors that share memory or are not contiguous; a state_dict's are not shared
+    state = {key: value.contiguous() for key, value in state.items()}
     with atomic_write(path) as tmp:
-        torch.save(state, tmp)
+        safetensors.torch.save_file(state, str(tmp))
     return file_sha256(path)
 
 
@@ -106,7 +134,12 @@ def verify_sha256(path: str | Path, expected: str, *, prefix: bool = False, fix:
 
 
 def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint file safely (``weights_only``), verifying its SHA-256 first if given.
+    """Read a checkpoint file without unpickling, verifying its SHA-256 first if given.
+
+    ``.safetensors`` files are read with :func:`safetensors.torch.load_file`; ``.pt``, ``.pth`` and
+    ``.tar`` files (the published releases) with ``torch.load(weights_only=True)``, which accepts only
+    tensors, plain containers and the classes in :data:`SAFE_GLOBALS`, and refuses any other pickled
+    object before building it.
 
     Raises
     ------
@@ -115,7 +148,7 @@ def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dic
     ChecksumError
         If the SHA-256 differs from ``expected_sha256``.
     CheckpointError
-        If the file cannot be unpickled (truncated or not a checkpoint).
+        If the file is truncated, corrupt, or of an unknown format.
     """
     path = Path(path)
     if not path.is_file():
@@ -125,12 +158,28 @@ def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dic
         )
     if expected_sha256:
         verify_sha256(path, expected_sha256)
+    suffix = path.suffix.lower()
+    if suffix not in (SAFETENSORS_SUFFIX, *TORCH_SUFFIXES):
+        raise CheckpointError(
+            f"Unknown checkpoint format {path.name}: expected a file ending in {SAFETENSORS_SUFFIX} or one of "
+            f"{', '.join(TORCH_SUFFIXES)}; convert it to a state_dict saved with safetensors."
+        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated/corrupt archives
+        if suffix == SAFETENSORS_SUFFIX:
+            return safetensors.torch.load_file(str(path), device="cpu")
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # both libraries raise several types for truncated or corrupt files
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if refused:
+            raise CheckpointError(
+                f"Refused to read {path}: it pickles the object {refused.group(1)}, which could run code when "
+                "rebuilt, so nothing was loaded. Convert the file to a plain state_dict of tensors (load it once "
+                "in a trusted session and save model.state_dict() with safetensors)."
+            ) from error
         raise CheckpointError(
             f"Could not read checkpoint {path} ({type(error).__name__}: {error}); the file is truncated or "
-            "not a torch checkpoint. Download it again or rerun `make zoo`."
+            "not a checkpoint of this format. Download it again or rerun `make zoo`."
         ) from error
 
 

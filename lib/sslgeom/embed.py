@@ -210,18 +210,9 @@ def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return features / norms
 
 
-def embed(
-    model: str | ModelLike,
-    images: torch.Tensor | np.ndarray,
-    *,
-    batch_size: int = 512,
-    device: str | torch.device = "cpu",
-    cache_key_parts: Any = None,
-    use_cache: bool = True,
-    normalize: bool = False,
-    progress: bool = True,
-    num_threads: int | None = None,
-) -> np.ndarray:
+def embed(model: str | ModelLike, images: torch.Tensor | np.ndarray, *, batch_size: int = 512,
+          device: str | torch.device = "cpu", cache_key_parts: Any = None, use_cache: bool = True,
+          normalize: bool = False, progress: bool = True, num_threads: int | None = None) -> np.ndarray:
     """Features of images through a model, read from the cache when computed before.
 
     Parameters

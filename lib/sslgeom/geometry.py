@@ -225,7 +225,7 @@ def _entry_paths(model: str, checkpoint: str, part: str, settings: GeometrySetti
 
     relevant = settings.key(_PARTS[part][1])
     return {graph: cache.entry_path(_CACHE_NAMESPACE, cache.content_key(
-        _CACHE_VERSION, model, checkpoint, part, relevant, graph), ".pkl") for graph in settings.graphs}
+        _CACHE_VERSION, model, checkpoint, part, relevant, graph), cache.TABLE_SUFFIX) for graph in settings.graphs}
 
 
 def _read_entries(paths: dict[str, Path]) -> dict[str, pd.DataFrame]:

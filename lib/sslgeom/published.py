@@ -20,7 +20,6 @@ converted to a torchvision ``state_dict`` first; their entries say so in ``note`
 from __future__ import annotations
 
 import os
-import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslgeom.cache import atomic_write, cache_dir, file_sha256
-from sslgeom.checkpoints import CheckpointError, LoadedModel, freeze, load_state_strict, verify_sha256
+from sslgeom.checkpoints import CheckpointError, LoadedModel, freeze, load_state_strict, read_checkpoint, verify_sha256
 
 CHECKPOINTS_ENV = "SSLGEOM_CHECKPOINTS"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,6 +89,16 @@ class PublishedSpec:
 
 
 _FB = "https://dl.fbaipublicfiles.com"
+
+
+def _swav_repository_release(key: str, label: str, file_name: str) -> PublishedSpec:
+    """A clustering model released with the SwAV code (Caron et al. 2020): one layout for all three."""
+    return PublishedSpec(
+        key, label, "clustering", f"{_FB}/deepcluster/{file_name}", file_name,
+        prefix="module.", drop=("fc.", "projection_head.", "prototypes."),
+    )
+
+
 _PYCONTRAST = "https://www.dropbox.com/sh/87d24jqsl6ra7t2"
 _PCL = "https://storage.googleapis.com/sfr-pcl-data-research/PCL_checkpoint"
 
@@ -100,7 +109,7 @@ REGISTRY: dict[str, PublishedSpec] = {
         PublishedSpec(
             "insdis", "InsDis", "contrastive", f"{_PYCONTRAST}/AACcsSIt1_Njv7GsmsuzZ6Sta/InsDis.pth", "InsDis.pth",
             nesting=("model", "state_dict"), prefix="module.encoder.", drop=("fc.", "head."),
-            note="PyContrast release; the file pickles training options, so pass allow_pickle=True.",
+            note="PyContrast release; its training options (an argparse.Namespace) are read without running code.",
         ),
         PublishedSpec(
             "moco-v1", "MoCo-v1", "contrastive", f"{_FB}/moco/moco_checkpoints/moco_v1_200ep/moco_v1_200ep_pretrain.pth.tar",
@@ -113,7 +122,7 @@ REGISTRY: dict[str, PublishedSpec] = {
         PublishedSpec(
             "pirl", "PIRL", "contrastive", f"{_PYCONTRAST}/AADN4jKnvTI0U5oT6hTmQZz8a/PIRL.pth", "PIRL.pth",
             nesting=("model", "state_dict"), prefix="module.encoder.", drop=("fc.", "head.", "head_jig."),
-            note="PyContrast release; the jigsaw branch (head_jig) is dropped; pass allow_pickle=True.",
+            note="PyContrast release; the jigsaw branch (head_jig) is dropped.",
         ),
         PublishedSpec(
             "pcl-v2", "PCL-v2", "contrastive", f"{_PCL}/PCL_v2_epoch200.pth.tar", "PCL_v2_epoch200.pth.tar",
@@ -135,14 +144,11 @@ REGISTRY: dict[str, PublishedSpec] = {
             note="TensorFlow release: convert the r50_1x_sk0 checkpoint to a flat torchvision state_dict "
             "(as in the Ericsson et al. preparation script). Inputs are unnormalised [0, 1] images.",
         ),
-        PublishedSpec(
-            "sela-v2", "SeLa-v2", "clustering", f"{_FB}/deepcluster/selav2_400ep_pretrain.pth.tar",
-            "selav2_400ep_pretrain.pth.tar", prefix="module.", drop=("fc.", "projection_head.", "prototypes."),
-        ),
+        _swav_repository_release("sela-v2", "SeLa-v2", "selav2_400ep_pretrain.pth.tar"),
         PublishedSpec(
             "infomin", "InfoMin", "contrastive", f"{_PYCONTRAST}/AAAzMTynP3Qc8mIE4XWkgILUa/InfoMin_800.pth", "InfoMin_800.pth",
             nesting=("model", "state_dict"), prefix="module.encoder.", drop=("fc.", "head.", "head_jig."),
-            note="PyContrast release; pass allow_pickle=True.",
+            note="PyContrast release.",
         ),
         PublishedSpec(
             "byol", "BYOL", "non-contrastive", "https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl",
@@ -150,14 +156,8 @@ REGISTRY: dict[str, PublishedSpec] = {
             note="JAX/Haiku pickle: convert pretrain_res50x1.pkl to a torchvision state_dict saved under "
             "'state_dict' (as in the Ericsson et al. preparation script) and name it byol.pth.",
         ),
-        PublishedSpec(
-            "deepcluster-v2", "DeepCluster-v2", "clustering", f"{_FB}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar",
-            "deepclusterv2_800ep_pretrain.pth.tar", prefix="module.", drop=("fc.", "projection_head.", "prototypes."),
-        ),
-        PublishedSpec(
-            "swav", "SwAV", "clustering", f"{_FB}/deepcluster/swav_800ep_pretrain.pth.tar", "swav_800ep_pretrain.pth.tar",
-            prefix="module.", drop=("fc.", "projection_head.", "prototypes."),
-        ),
+        _swav_repository_release("deepcluster-v2", "DeepCluster-v2", "deepclusterv2_800ep_pretrain.pth.tar"),
+        _swav_repository_release("swav", "SwAV", "swav_800ep_pretrain.pth.tar"),
         PublishedSpec(
             "supervised", "Supervised (torchvision V1)", "supervised", "https://download.pytorch.org/models/resnet50-19c8e357.pth",
             "resnet50-19c8e357.pth", sha256_prefix="19c8e357",
@@ -340,7 +340,6 @@ def load_published(
     path: str | Path | None = None,
     device: str | torch.device = "cpu",
     image_size: int = 224,
-    allow_pickle: bool = False,
     backbone_factory: Callable[[], nn.Module] | None = None,
 ):
     """Load a published ResNet-50 backbone.
@@ -354,9 +353,6 @@ def load_published(
     device : str or torch.device
     image_size : int
         Side the preprocessing resizes images to.
-    allow_pickle : bool
-        Allow arbitrary pickled objects in the file (some releases store training options). Only
-        for files from a source you trust.
     backbone_factory : callable or None
         Builds the empty backbone; default :func:`resnet50_backbone`. Tests pass a narrow network
         with the same key names.
@@ -378,15 +374,8 @@ def load_published(
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; source of published/{key}: {spec.url}")
     verify_checksum(path, spec)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as error:
-        hint = (
-            " If the file stores training options, retry with allow_pickle=True (only for files you trust)."
-            if not allow_pickle and re.search(r"weights_only|Unsupported global", str(error))
-            else " The file is truncated or not a torch checkpoint: download it again."
-        )
-        raise CheckpointError(f"Could not read {path} ({type(error).__name__}: {str(error)[:300]}).{hint}") from error
+    # weights_only with the allowlist of checkpoints.SAFE_GLOBALS: no pickled code ever runs
+    raw = read_checkpoint(path)
     try:
         state = remap_state_dict(raw, spec)
     except ValueError as error:

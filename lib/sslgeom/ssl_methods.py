@@ -81,6 +81,26 @@ def _momentum_copy(module: nn.Module) -> nn.Module:
     return teacher
 
 
+class MomentumMethod(SSLMethod):
+    """A method whose teacher modules follow their online twins by an exponential moving average.
+
+    Subclasses list ``(online attribute, teacher attribute)`` pairs in ``teacher_pairs``; after every
+    step each teacher moves towards its twin with the momentum rising from ``momentum[0]`` to
+    ``momentum[1]`` on a cosine schedule over training.
+    """
+
+    teacher_pairs: tuple[tuple[str, str], ...] = ()
+
+    def __init__(self, backbone: nn.Module, momentum: tuple[float, float]) -> None:
+        super().__init__(backbone)
+        self.momentum = momentum
+
+    def after_step(self, progress):
+        m = cosine_schedule(int(progress * 1000), 1000, *self.momentum)
+        for online, teacher in self.teacher_pairs:
+            update_momentum(getattr(self, online), getattr(self, teacher), m)
+
+
 class SimCLR(SSLMethod):
     """SimCLR: NT-Xent between two views, negatives from the batch."""
 
@@ -95,23 +115,18 @@ class SimCLR(SSLMethod):
         return self.criterion(z_a, z_b)
 
 
-class MoCoV2(SSLMethod):
+class MoCoV2(MomentumMethod):
     """MoCo-v2: query encoder vs momentum key encoder, negatives from a memory bank."""
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        temperature: float = 0.2,
-        out_dim: int = 64,
-        bank_size: int = 4096,
-        momentum: tuple[float, float] = (0.99, 1.0),
-    ) -> None:
-        super().__init__(backbone)
+    teacher_pairs = (("backbone", "backbone_key"), ("head", "head_key"))
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.2, out_dim: int = 64, bank_size: int = 4096,
+                 momentum: tuple[float, float] = (0.99, 1.0)) -> None:
+        super().__init__(backbone, momentum)
         self.head = MoCoProjectionHead(self.feature_dim, self.feature_dim, out_dim)
         self.backbone_key = _momentum_copy(self.backbone)
         self.head_key = _momentum_copy(self.head)
         self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(bank_size, out_dim))
-        self.momentum = momentum
 
     def loss(self, view_a, view_b):
         query = self.head(self.encode(view_a))
@@ -119,29 +134,20 @@ class MoCoV2(SSLMethod):
             key = self.head_key(self.encode(view_b, self.backbone_key))
         return self.criterion(query, key)
 
-    def after_step(self, progress):
-        m = cosine_schedule(int(progress * 1000), 1000, *self.momentum)
-        update_momentum(self.backbone, self.backbone_key, m)
-        update_momentum(self.head, self.head_key, m)
 
-
-class BYOL(SSLMethod):
+class BYOL(MomentumMethod):
     """BYOL: online network with predictor regresses a momentum target (negative cosine)."""
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        hidden_dim: int = 512,
-        out_dim: int = 128,
-        momentum: tuple[float, float] = (0.99, 1.0),
-    ) -> None:
-        super().__init__(backbone)
+    teacher_pairs = (("backbone", "backbone_target"), ("projector", "projector_target"))
+
+    def __init__(self, backbone: nn.Module, hidden_dim: int = 512, out_dim: int = 128,
+                 momentum: tuple[float, float] = (0.99, 1.0)) -> None:
+        super().__init__(backbone, momentum)
         self.projector = BYOLProjectionHead(self.feature_dim, hidden_dim, out_dim)
         self.predictor = BYOLPredictionHead(out_dim, hidden_dim, out_dim)
         self.backbone_target = _momentum_copy(self.backbone)
         self.projector_target = _momentum_copy(self.projector)
         self.criterion = NegativeCosineSimilarity()
-        self.momentum = momentum
 
     def loss(self, view_a, view_b):
         p_a = self.predictor(self.projector(self.encode(view_a)))
@@ -150,11 +156,6 @@ class BYOL(SSLMethod):
             t_a = self.projector_target(self.encode(view_a, self.backbone_target))
             t_b = self.projector_target(self.encode(view_b, self.backbone_target))
         return 0.5 * (self.criterion(p_a, t_b) + self.criterion(p_b, t_a))
-
-    def after_step(self, progress):
-        m = cosine_schedule(int(progress * 1000), 1000, *self.momentum)
-        update_momentum(self.backbone, self.backbone_target, m)
-        update_momentum(self.projector, self.projector_target, m)
 
 
 class SimSiam(SSLMethod):
@@ -227,8 +228,10 @@ class SwAV(SSLMethod):
         self._progress = progress
 
 
-class DINO(SSLMethod):
+class DINO(MomentumMethod):
     """DINO: student matches a centred, sharpened momentum teacher over many output dimensions."""
+
+    teacher_pairs = (("backbone", "backbone_teacher"), ("head", "head_teacher"))
 
     def __init__(
         self,
@@ -237,7 +240,7 @@ class DINO(SSLMethod):
         momentum: tuple[float, float] = (0.99, 1.0),
         teacher_temp: float = 0.04,
     ) -> None:
-        super().__init__(backbone)
+        super().__init__(backbone, momentum)
         self.head = DINOProjectionHead(self.feature_dim, 256, 64, out_dim, batch_norm=True)
         self.backbone_teacher = _momentum_copy(self.backbone)
         # weight-normed layers cannot be deep-copied: build a twin and copy the weights
@@ -248,18 +251,12 @@ class DINO(SSLMethod):
             output_dim=out_dim, warmup_teacher_temp=teacher_temp, teacher_temp=teacher_temp,
             warmup_teacher_temp_epochs=0,
         )
-        self.momentum = momentum
 
     def loss(self, view_a, view_b):
         student = [self.head(self.encode(view)) for view in (view_a, view_b)]
         with torch.no_grad():
             teacher = [self.head_teacher(self.encode(view, self.backbone_teacher)) for view in (view_a, view_b)]
         return self.criterion(teacher, student, teacher_temp=self.criterion.teacher_temp)
-
-    def after_step(self, progress):
-        m = cosine_schedule(int(progress * 1000), 1000, *self.momentum)
-        update_momentum(self.backbone, self.backbone_teacher, m)
-        update_momentum(self.head, self.head_teacher, m)
 
 
 class Supervised(SSLMethod):

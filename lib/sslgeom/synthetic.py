@@ -76,15 +76,8 @@ def linear_subspace(
     return _embed(coords, ambient_dim, seed + 1, noise)
 
 
-def sphere(
-    n_points: int,
-    radius: float = 1.0,
-    intrinsic_dim: int = 2,
-    ambient_dim: int = 64,
-    *,
-    noise: float = 0.0,
-    seed: int = 0,
-) -> np.ndarray:
+def sphere(n_points: int, radius: float = 1.0, intrinsic_dim: int = 2, ambient_dim: int = 64, *,
+           noise: float = 0.0, seed: int = 0) -> np.ndarray:
     """Points uniform on a ``intrinsic_dim``-sphere of radius ``radius``.
 
     The sphere lives in ``intrinsic_dim + 1`` coordinates rotated into the ambient space.
@@ -103,20 +96,8 @@ def sphere(
     return _embed(radius * directions, ambient_dim, seed + 1, noise)
 
 
-def circle(
-    n_points: int,
-    radius: float = 1.0,
-    ambient_dim: int = 64,
-    *,
-    noise: float = 0.0,
-    seed: int = 0,
-) -> np.ndarray:
-    """Points at uniform random angles on a circle of radius ``radius``.
-
-    Returns
-    -------
-    np.ndarray, shape (n_points, ambient_dim)
-    """
+def circle(n_points: int, radius: float = 1.0, ambient_dim: int = 64, *, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Points at uniform random angles on a circle of radius ``radius``: :func:`sphere` of dimension 1."""
     return sphere(n_points, radius, 1, ambient_dim, noise=noise, seed=seed)
 
 

@@ -109,7 +109,7 @@ def _transfer_entry(model_name: str, task_name: str, task, protocol: TransferPro
         [task.train[0], task.train[1], task.val[0], task.val[1], task.test[0], task.test[1]],
         *protocol.cache_key(), PROBE_GTOL, EPISODE_BLOCK,
     ]
-    return cache.entry_path("transfer", cache.content_key(key), ".pkl")
+    return cache.entry_path("transfer", cache.content_key(key), cache.TABLE_SUFFIX)
 
 
 def _run_protocols(
