@@ -338,7 +338,7 @@ def record(entry: dict, directory: Path, order: list[str]) -> None:
 
     A model's gain is measured against the random initialisation of the same backbone and seed.
     """
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, missing_ok=True)
     entries = {e["name"]: e for e in manifest.get("models", [])}
     entries[entry["name"]] = entry
     for item in entries.values():
@@ -353,7 +353,7 @@ def record(entry: dict, directory: Path, order: list[str]) -> None:
 def train_run(run: PlannedRun, data: tuple, probe_data, directory: Path, state_dir: Path, args, order: list[str]) -> None:
     """Train (or resume) one run, saving, evaluating and recording each unfinished checkpoint."""
     images, labels = data
-    entries = {e["name"]: e for e in read_manifest(directory).get("models", [])}
+    entries = {e["name"]: e for e in read_manifest(directory, missing_ok=True)["models"]}
     done = set() if run.run_id in (args.retrain or []) else finished_checkpoints(run, entries, directory)
     todo = [c for c in run.checkpoints if c.name not in done]
     if not todo:

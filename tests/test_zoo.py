@@ -150,8 +150,47 @@ def test_select_models_defaults_to_zoo_and_trims_per_paradigm(tiny_zoo, tmp_path
     with pytest.raises(ValueError, match="at least 0"):
         zoo.select_models(None, -1)
     monkeypatch.setenv(zoo.ZOO_ENV, str(tmp_path / "empty"))
+    zoo.write_manifest({"models": []})
     with pytest.raises(ValueError, match="default zoo is empty.*make zoo"):
         zoo.select_models()
+
+
+def test_a_missing_zoo_is_not_an_empty_one(tiny_zoo, monkeypatch, tmp_path):
+    mistyped = tmp_path / "zooo"
+    monkeypatch.setenv(zoo.ZOO_ENV, str(mistyped))
+    says_where = rf"No model zoo at {mistyped}: manifest.json is missing \(\$SSLGEOM_ZOO_DIR=.*check the spelling"
+    with pytest.raises(zoo.ZooNotFoundError, match=says_where):
+        zoo.select_models()
+    with pytest.raises(zoo.ZooNotFoundError, match=says_where):
+        zoo.load(tiny_zoo[0])
+    with pytest.raises(ValueError, match=says_where):
+        zoo.check_model_names([tiny_zoo[0]])
+    assert zoo.check_model_names(["published/swav"]) == ["published/swav"]  # the registry needs no zoo
+    monkeypatch.delenv(zoo.ZOO_ENV)
+    monkeypatch.setattr(zoo, "REPO_ROOT", tmp_path)  # the default location, without the variable
+    monkeypatch.setattr(zoo, "zoo_dir", lambda: tmp_path / "data" / "zoo")
+    with pytest.raises(zoo.ZooNotFoundError, match=r"SSLGEOM_ZOO_DIR is not set.*git checkout -- data/zoo"):
+        zoo.load(tiny_zoo[0])
+
+
+@pytest.mark.parametrize("recorded", [None, "", "abc", "z" * 64])
+def test_an_entry_without_a_valid_checksum_is_never_loaded(tiny_zoo, recorded):
+    manifest = zoo.read_manifest()
+    if recorded is None:
+        del manifest["models"][0]["sha256"]
+    else:
+        manifest["models"][0]["sha256"] = recorded
+    zoo.write_manifest(manifest)
+    with pytest.raises(CheckpointError, match="has no valid SHA-256.*never loaded unverified"):
+        zoo.load(tiny_zoo[0])
+    with pytest.raises(CheckpointError, match="has no valid SHA-256"):
+        zoo.checkpoint_hash(tiny_zoo[0])
+
+
+@pytest.mark.parametrize("name", [None, 3, ["simclr-convnet-s0"]])
+def test_a_name_that_is_not_a_string_is_refused(name):
+    with pytest.raises(TypeError, match="model name must be a string"):
+        zoo.load(name)
 
 
 def test_model_labels_from_manifest_and_registry(tiny_zoo):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Callable
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "random_views",
     "sample_strengths",
     "composition_order",
+    "family_names",
 ]
 
 
@@ -435,9 +437,25 @@ def sample_strengths(
     return np.where(applied, lows + uniform * (highs - lows), identities)
 
 
+def family_names(families: Sequence[str]) -> list[str]:
+    """Canonical names of a list of families; a bare string is refused (it would be read letter by letter).
+
+    Raises
+    ------
+    TypeError
+        If ``families`` is a string rather than a list of names.
+    ValueError
+        If a name is not a family (from :func:`get_family`).
+    """
+    if isinstance(families, str):
+        raise TypeError(f"families must be a list of family names such as [{families!r}], not the string "
+                        f"{families!r}, which would be read letter by letter.")
+    return [get_family(name).name for name in families]
+
+
 def composition_order(families: tuple[str, ...] | list[str]) -> list[FamilySpec]:
     """Specs of ``families`` in the order random compositions apply them (:data:`FAMILIES` order)."""
-    wanted = [get_family(name).name for name in families]
+    wanted = family_names(families)
     if not wanted:
         raise ValueError("families is empty: name at least one family to compose.")
     return [FAMILIES[name] for name in FAMILIES if name in set(wanted)]

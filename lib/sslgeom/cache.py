@@ -1,10 +1,22 @@
 """Content-keyed, atomic on-disk cache.
 
 Every expensive result (features, graphs, tables) is stored under ``cache_dir()/namespace/<key>``
-where ``key`` is a SHA-256 of *what produced it* (checkpoint hash, image ids, parameters). Writes go
-to a temporary file in the same directory and are moved into place with :func:`os.replace`, which is
-atomic on POSIX: a run killed mid-write leaves at most a stray ``*.tmp`` file, never a truncated entry
-under the final name, and the next run recomputes the missing entry and carries on.
+where ``key`` is a SHA-256 of *what produced it* (checkpoint hash, image ids, parameters).
+
+Guarantees
+----------
+* **Atomic entries.** Writes go to a uniquely named temporary file in the same directory, are
+  flushed to disk and moved into place with :func:`os.replace`, which is atomic on POSIX: a reader
+  sees either no entry or a complete one, never a truncated file under the final name. A run killed
+  mid-write leaves at most a ``.<name>.*.tmp`` file, which is never read as an entry and is deleted
+  by the next write of the same entry once it is older than :data:`STALE_TEMP_SECONDS`.
+* **Concurrent writers are safe.** Two processes computing the same entry each write their own
+  temporary file; the last :func:`os.replace` wins, and since an entry is a deterministic function of
+  its key both contents are equal. Nothing is locked, so both may spend the compute time.
+* **Nothing is unpickled.** Arrays are ``.npz`` files read with ``allow_pickle=False``, tables are
+  Parquet files; a planted pickle is treated as a corrupt entry and recomputed.
+* **Bad entries are recomputed.** A corrupt, truncated or incomplete entry (an archive missing an
+  array the caller needs) is deleted and computed again.
 """
 
 from __future__ import annotations
@@ -14,7 +26,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +36,52 @@ import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_ENV = "SSLGEOM_CACHE"
+#: a temporary file older than this (seconds) belongs to a killed writer and is deleted
+STALE_TEMP_SECONDS = 3600.0
+
+
+class CacheError(OSError):
+    """The cache directory cannot be created, or an entry cannot be written there."""
+
+
+def cache_root() -> Path:
+    """The cache root, without creating it: ``$SSLGEOM_CACHE`` when set, else ``<repo>/.cache``.
+
+    Use it for read-only lookups (searching for data files) so that they work on a read-only cache.
+    """
+    return Path(os.environ.get(CACHE_ENV) or REPO_ROOT / ".cache")
+
+
+def _where() -> str:
+    """How the cache root was chosen, for error messages."""
+    if os.environ.get(CACHE_ENV):
+        return f"${CACHE_ENV}={os.environ[CACHE_ENV]!r}"
+    return f"the default cache {REPO_ROOT / '.cache'} (${CACHE_ENV} is not set)"
 
 
 def cache_dir() -> Path:
     """Return the cache root, creating it if needed.
 
     ``$SSLGEOM_CACHE`` when set, else ``<repo>/.cache`` (git-ignored).
+
+    Raises
+    ------
+    CacheError
+        If the directory cannot be created or written (a file of that name, a read-only mount, no
+        permission); the message names the variable and the path.
     """
-    root = Path(os.environ.get(CACHE_ENV) or REPO_ROOT / ".cache")
-    root.mkdir(parents=True, exist_ok=True)
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise CacheError(f"The cache directory {root} cannot be created: a file is in the way ({error}). Set by "
+                         f"{_where()}; point {CACHE_ENV} to a directory.") from error
+    except OSError as error:
+        raise CacheError(f"The cache directory {root} cannot be created ({error.strerror or error}). Set by "
+                         f"{_where()}; point {CACHE_ENV} to a writable directory.") from error
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise CacheError(f"The cache directory {root} is not writable. Set by {_where()}; point {CACHE_ENV} "
+                         "to a writable directory.")
     return root
 
 
@@ -91,7 +141,9 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it to ``path`` atomically.
 
     If the block raises (or the process dies), ``path`` is untouched and the temporary file is
-    removed (or left as ``*.tmp``, which is never read as a cache entry).
+    removed (or left as ``.<name>.*.tmp``, which is never read and is deleted by a later write of
+    ``path`` once older than :data:`STALE_TEMP_SECONDS`). The final file gets the permissions of a
+    newly created file (``0o666`` minus the umask), without changing the process's umask.
 
     Examples
     --------
@@ -100,27 +152,52 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp_path = Path(tmp_name)
-    # mkstemp creates the file as 0600; give the final file the usual permissions (umask applies).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    # mkstemp would create the file 0600; a plain O_EXCL create applies the umask like any new file
+    while True:
+        tmp_path = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+        try:
+            os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
+    mode = tmp_path.stat().st_mode & 0o777
     try:
         yield tmp_path
+        os.chmod(tmp_path, mode)  # a writer that recreated the file (safetensors) may have changed it
         with open(tmp_path, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _remove_stale_temps(path)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files of ``path`` left by killed writers (older than STALE_TEMP_SECONDS)."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):  # another process may remove it first
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+
+
+@contextlib.contextmanager
+def _writing_entry(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing a cache entry (full disk, read-only mount) into a clear CacheError."""
+    try:
+        yield
+    except CacheError:
+        raise
+    except OSError as error:
+        raise CacheError(f"Could not write the cache entry {path} ({error.strerror or error}). The cache is "
+                         f"{_where()}: free space there or point {CACHE_ENV} to a writable directory.") from error
 
 
 def save_arrays(path: str | Path, **arrays: np.ndarray) -> Path:
     """Store named arrays in an ``.npz`` file atomically. Returns the path written."""
     path = Path(path)
-    with atomic_write(path) as tmp:
+    with _writing_entry(path), atomic_write(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **{name: np.asarray(value) for name, value in arrays.items()})
     return path
@@ -163,7 +240,7 @@ def save_table(path: str | Path, table: pd.DataFrame) -> Path:
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"save_table stores pandas DataFrames, got {type(table).__name__}.")
     path = Path(path)
-    with atomic_write(path) as tmp:
+    with _writing_entry(path), atomic_write(path) as tmp:
         table.to_parquet(tmp, engine="pyarrow", index=True)
     return path
 
@@ -221,6 +298,7 @@ def cached_arrays(
     namespace: str,
     key_parts: Any,
     compute: Callable[[], Mapping[str, np.ndarray]],
+    required: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
     """Return the arrays for ``key_parts``, computing and storing them on a miss.
 
@@ -232,6 +310,8 @@ def cached_arrays(
         Everything that determines the result (hashed with :func:`content_key`).
     compute
         Zero-argument function returning a mapping of names to arrays.
+    required
+        Names the caller reads: a cached archive without one of them is incomplete and recomputed.
 
     Returns
     -------
@@ -239,9 +319,12 @@ def cached_arrays(
     """
     path = entry_path(namespace, content_key(key_parts), ".npz")
     cached = read_entry(path, load_arrays)
-    if cached is not None:
+    if cached is not None and all(name in cached for name in required):
         return cached
     arrays = {name: np.asarray(value) for name, value in compute().items()}
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise ValueError(f"compute() for the {namespace!r} cache returned {sorted(arrays)}, without {missing}.")
     save_arrays(path, **arrays)
     return arrays
 

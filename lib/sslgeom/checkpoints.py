@@ -184,7 +184,18 @@ def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dic
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """``load_state_dict(strict=True)`` with an error that lists missing and unexpected keys."""
+    """``load_state_dict(strict=True)`` with an error that lists missing and unexpected keys.
+
+    Floating-point tensors are cast to the module's dtypes (checkpoints are half precision); a tensor
+    whose kind differs (integer weights where the module has floats, or the reverse) is an error,
+    never a silent cast that would truncate weights.
+    """
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        what = "a bare tensor" if torch.is_tensor(state) else f"a {type(state).__name__}"
+        if isinstance(state, dict):
+            what = "a dict whose entries are not all named tensors"
+        raise CheckpointError(f"{source} holds {what}, not a state_dict (a dict of named tensors); save "
+                              "backbone.state_dict() instead.")
     expected = set(module.state_dict())
     given = set(state)
     missing, unexpected = sorted(expected - given), sorted(given - expected)
@@ -201,6 +212,14 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source:
         raise CheckpointError(
             f"Shapes in {source} do not match the model for {len(mismatched)} keys, e.g. {mismatched[0]}: "
             f"{tuple(state[mismatched[0]].shape)} vs {tuple(reference[mismatched[0]].shape)}; wrong architecture?"
+        )
+    kinds = [k for k in expected if state[k].is_floating_point() != reference[k].is_floating_point()]
+    if kinds:
+        first = kinds[0]
+        raise CheckpointError(
+            f"{source} stores {len(kinds)} tensors of another kind than the model, e.g. {first}: {state[first].dtype} "
+            f"where the model has {reference[first].dtype}; casting would change the values. Save the weights in "
+            "floating point (and counters as integers)."
         )
     # checkpoints may be half precision: cast to the module's dtypes before loading
     cast = {k: v.to(reference[k].dtype) for k, v in state.items()}

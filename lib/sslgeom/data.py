@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import atomic_write, cache_dir
+from .cache import atomic_write, cache_dir, cache_root
 
 FASHION_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -108,7 +108,7 @@ def fashion_mnist_search_dirs() -> list[Path]:
     dirs = []
     if os.environ.get(FASHION_ENV):
         dirs.append(Path(os.environ[FASHION_ENV]))
-    dirs += [DEBIAN_FASHION_DIR, cache_dir() / "fashion-mnist"]
+    dirs += [DEBIAN_FASHION_DIR, cache_root() / "fashion-mnist"]  # looking never creates the cache
     return dirs
 
 

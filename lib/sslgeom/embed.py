@@ -157,6 +157,11 @@ def embed_images(
     -------
     numpy.ndarray
         ``float32``, shape ``(n_images, dim)``, raw (not normalised) features.
+
+    Raises
+    ------
+    ValueError
+        If the model returns NaN or infinite features (the message names the model and the images).
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -181,7 +186,20 @@ def embed_images(
                     "expected (batch, dim) pooled features."
                 )
             chunks.append(out.detach().to("cpu", torch.float32).numpy())
-    return np.concatenate(chunks, axis=0)
+    features = np.concatenate(chunks, axis=0)
+    _check_finite(features, model_name(loaded), images)
+    return features
+
+
+def _check_finite(features: np.ndarray, name: str, images: torch.Tensor) -> None:
+    """Refuse NaN or infinite features before anything caches or analyses them."""
+    bad_rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    if bad_rows.size:
+        raise ValueError(
+            f"Model {name!r} returned NaN or infinite features for {bad_rows.size} of {len(features)} images "
+            f"(images of shape {tuple(images.shape[1:])}, first bad rows {bad_rows[:5].tolist()}); nothing was "
+            "cached. The checkpoint's weights may be corrupt or overflow in half precision: reload or retrain it."
+        )
 
 
 def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -243,7 +261,7 @@ def embed(model: str | ModelLike, images: torch.Tensor | np.ndarray, *, batch_si
         described = cache_key_parts if cache_key_parts is not None else {"image_bytes": images}
         key = ["images", model_fingerprint(loaded, tuple(images.shape[1:])), described,
                list(images.shape)]
-        features = cache.cached_arrays("features", key, compute)["features"]
+        features = cache.cached_arrays("features", key, compute, required=("features",))["features"]
     else:
         features = compute()["features"]
     if features.shape[0] != images.shape[0]:
@@ -303,5 +321,5 @@ def embed_lazy(
                                          progress=progress, num_threads=num_threads)}
 
     key = ["described", model_fingerprint(loaded, image_shape), cache_key_parts, list(image_shape)]
-    features = cache.cached_arrays("features", key, compute)["features"]
+    features = cache.cached_arrays("features", key, compute, required=("features",))["features"]
     return l2_normalize(features) if normalize else features.astype(np.float32, copy=False)

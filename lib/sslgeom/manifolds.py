@@ -294,7 +294,7 @@ def semantic_manifold(
 def _check_families(families: Iterable[str] | None) -> tuple[str, ...]:
     if families is None:
         return augment.GRAYSCALE_FAMILIES
-    names = tuple(augment.get_family(f).name for f in families)
+    names = tuple(augment.family_names(families))
     colour = [f for f in names if augment.FAMILIES[f].color_only]
     if colour:
         raise ValueError(

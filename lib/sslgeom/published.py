@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslgeom.cache import atomic_write, cache_dir, file_sha256
+from sslgeom.cache import atomic_write, cache_dir, cache_root, file_sha256
 from sslgeom.checkpoints import CheckpointError, LoadedModel, freeze, load_state_strict, read_checkpoint, verify_sha256
 
 CHECKPOINTS_ENV = "SSLGEOM_CHECKPOINTS"
@@ -202,7 +202,7 @@ def search_dirs() -> list[Path]:
     dirs = []
     if os.environ.get(CHECKPOINTS_ENV):
         dirs.append(Path(os.environ[CHECKPOINTS_ENV]))
-    dirs.append(cache_dir() / "published")
+    dirs.append(cache_root() / "published")  # looking never creates the cache
     return dirs
 
 
@@ -256,6 +256,23 @@ def download(key: str, *, timeout: float = 60.0) -> Path:
     return target
 
 
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a checkpoint file, memoised by resolved path, size and modification time.
+
+    A published ResNet-50 is about 100 MB, and its hash is part of every cache key that depends on
+    it; hashing it once per process keeps cache lookups cheap while a replaced file is rehashed.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        _FILE_HASHES[key] = file_sha256(path)
+    return _FILE_HASHES[key]
+
+
 def verify_checksum(path: Path, spec: PublishedSpec) -> None:
     """Compare the file's SHA-256 with the registry (full hash or published prefix), if known."""
     if not spec.sha256 and not spec.sha256_prefix:
@@ -283,7 +300,9 @@ def remap_state_dict(raw: dict[str, Any], spec: PublishedSpec) -> dict[str, torc
         Backbone ``state_dict`` without ``fc``.
     """
     if not isinstance(raw, dict):
-        raise ValueError(f"published/{spec.key}: expected a dict checkpoint, got {type(raw).__name__}.")
+        what = "a bare tensor" if torch.is_tensor(raw) else f"a {type(raw).__name__}"
+        raise ValueError(f"published/{spec.key}: the file holds {what}, not a checkpoint dict of named tensors; "
+                         "save the model's state_dict() (a dict of tensors) instead.")
     state = raw
     if spec.nesting:
         present = [key for key in spec.nesting if key in raw]
@@ -392,7 +411,7 @@ def load_published(
         "backbone": "resnet50",
         "source_url": spec.url,
         "file": str(path),
-        "sha256": file_sha256(path),
+        "sha256": file_hash(path),
         "normalize": spec.normalize,
         "image_size": image_size,
     }

@@ -265,6 +265,6 @@ def baseline_table(
                     test_labels[queries][:n_knn_test], k=knn_k)),
             }
 
-        values = cache.cached_arrays("baselines", key, compute)
+        values = cache.cached_arrays("baselines", key, compute, required=("rankme", "alpha_req", "source_knn"))
         rows[model_name] = {name: float(value) for name, value in values.items()}
     return pd.DataFrame.from_dict(rows, orient="index")[["rankme", "alpha_req", "source_knn"]]

@@ -34,6 +34,10 @@ from sslgeom.checkpoints import CheckpointError, LoadedModel, freeze, load_state
 from sslgeom.models import build_backbone, preprocess_uint8
 from sslgeom.validation import check_int, check_names
 
+class ZooNotFoundError(FileNotFoundError):
+    """The default zoo's directory or manifest is missing."""
+
+
 #: Environment variable that points the default zoo somewhere else (tests, user zoos).
 ZOO_ENV = "SSLGEOM_ZOO_DIR"
 MANIFEST_NAME = "manifest.json"
@@ -45,15 +49,49 @@ def zoo_dir() -> Path:
     return Path(os.environ.get(ZOO_ENV) or REPO_ROOT / "data" / "zoo")
 
 
-def read_manifest(directory: str | Path | None = None) -> dict[str, Any]:
-    """The raw manifest ``{"models": [entry, ...], ...}``; an empty zoo if the file is absent."""
+def read_manifest(directory: str | Path | None = None, *, missing_ok: bool = False) -> dict[str, Any]:
+    """The raw manifest ``{"models": [entry, ...], ...}``.
+
+    Parameters
+    ----------
+    directory : str or Path, optional
+        Zoo directory; default :func:`zoo_dir`.
+    missing_ok : bool
+        Return an empty zoo when the manifest is absent (a zoo being trained); otherwise that is an error.
+
+    Raises
+    ------
+    ZooNotFoundError
+        If the manifest is absent and ``missing_ok`` is False; the message says where the zoo was looked
+        for (and whether ``$SSLGEOM_ZOO_DIR`` chose the place) and how to get it.
+    CheckpointError
+        If the manifest is not valid JSON.
+    """
     path = Path(directory or zoo_dir()) / MANIFEST_NAME
     if not path.exists():
-        return {"models": []}
+        if missing_ok:
+            return {"models": []}
+        raise ZooNotFoundError(_missing_zoo_message(path))
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from git or rerun make zoo.") from error
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list):
+        raise CheckpointError(f"{path} has no list of models under 'models'; restore it from git or rerun make zoo.")
+    return manifest
+
+
+def _missing_zoo_message(path: Path) -> str:
+    where = (f"${ZOO_ENV}={os.environ[ZOO_ENV]!r} points there" if os.environ.get(ZOO_ENV)
+             else f"the default location; ${ZOO_ENV} is not set")
+    fix = (f"check the spelling of ${ZOO_ENV} or unset it to use {REPO_ROOT / 'data' / 'zoo'}"
+           if os.environ.get(ZOO_ENV) else "restore data/zoo from git (git checkout -- data/zoo) or run `make zoo`")
+    return f"No model zoo at {path.parent}: {path.name} is missing ({where}). To fix it, {fix}."
+
+
+def zoo_exists() -> bool:
+    """Whether the default zoo's manifest is there."""
+    return (zoo_dir() / MANIFEST_NAME).is_file()
 
 
 def write_manifest(manifest: dict[str, Any], directory: str | Path | None = None) -> Path:
@@ -64,19 +102,29 @@ def write_manifest(manifest: dict[str, Any], directory: str | Path | None = None
     return path
 
 
-def _entries() -> dict[str, dict[str, Any]]:
-    return {entry["name"]: entry for entry in read_manifest()["models"]}
+def _entries(missing_ok: bool = False) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in read_manifest(missing_ok=missing_ok)["models"]}
 
 
 def manifest() -> pd.DataFrame:
-    """The default zoo as a table, one row per model (training logs left out)."""
+    """The default zoo as a table, one row per model (training logs left out).
+
+    Raises
+    ------
+    ZooNotFoundError
+        If the zoo's manifest is missing.
+    """
     rows = [{k: v for k, v in entry.items() if k not in ("step_losses", "epoch_losses")} for entry in read_manifest()["models"]]
     return pd.DataFrame(rows)
 
 
 def names(include_published: bool = True) -> list[str]:
-    """Names accepted by :func:`load`: the default zoo, then ``published/...`` registry entries."""
-    listed = sorted(_entries())
+    """Names accepted by :func:`load`: the default zoo, then ``published/...`` registry entries.
+
+    A missing zoo contributes no names here (published models stay usable without it); asking for a
+    default-zoo name then fails with the reason (see :func:`check_model_names`).
+    """
+    listed = sorted(_entries(missing_ok=True))
     if include_published:
         listed += [PUBLISHED_PREFIX + key for key in published.names()]
     return listed
@@ -92,8 +140,10 @@ def check_model_names(model_names: Any) -> list[str]:
     ValueError
         If a name is in no registry; the message lists the available names and how to add models.
     """
-    return check_names(model_names, names(), "model(s)",
-                       hint="Train default-zoo models with `make zoo`, or remove the names from the parameter list.")
+    hint = "Train default-zoo models with `make zoo`, or remove the names from the parameter list."
+    if not zoo_exists():
+        hint = _missing_zoo_message(zoo_dir() / MANIFEST_NAME)
+    return check_names(model_names, names(), "model(s)", hint=hint)
 
 
 def select_models(models: Sequence[str] | None = None, models_per_paradigm: int = 0) -> list[str]:
@@ -156,19 +206,60 @@ def model_labels(model_names: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns).fillna("none")
 
 
-def _unknown(name: str) -> ValueError:
+def _unknown(name: str) -> Exception:
+    if not name.startswith(PUBLISHED_PREFIX) and not zoo_exists():
+        return ZooNotFoundError(f"Cannot load {name!r}. " + _missing_zoo_message(zoo_dir() / MANIFEST_NAME))
     available = names()
     return ValueError(f"Unknown model {name!r}. Available models ({len(available)}): {', '.join(available)}.")
 
 
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"A model name must be a string such as 'simclr-convnet-s0' or 'published/swav', "
+                        f"got {name!r} ({type(name).__name__}); see zoo.names().")
+    return name
+
+
+def _recorded_sha256(name: str, entry: dict[str, Any]) -> str:
+    """The manifest's SHA-256 of a default-zoo checkpoint; missing or empty is an error, never a skip."""
+    sha256 = entry.get("sha256")
+    if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256):
+        raise CheckpointError(
+            f"The manifest entry of {name!r} in {zoo_dir() / MANIFEST_NAME} has no valid SHA-256 (got {sha256!r}); "
+            "every default-zoo checkpoint must have one, so it is never loaded unverified. Restore the manifest "
+            "from git, or record the file's hash with sslgeom.cache.file_sha256(path) if you made the checkpoint."
+        )
+    return sha256.lower()
+
+
 def checkpoint_hash(name: str) -> str:
-    """SHA-256 recorded for a model (default zoo: manifest; published: registry, may be empty)."""
+    """SHA-256 of a model's checkpoint file, the identity used in cache keys.
+
+    Default zoo: the manifest's hash (verified against the file on every load). Published models:
+    the hash of the local file itself (memoised by path, size and modification time), so that two
+    different files under one registry name never share cache entries.
+
+    Raises
+    ------
+    ValueError
+        Unknown name.
+    ZooNotFoundError
+        A default-zoo name while the zoo is missing.
+    CheckpointError
+        A manifest entry without a valid SHA-256.
+    FileNotFoundError
+        A published model whose file is not on this machine.
+    """
+    name = _check_name(name)
     if name.startswith(PUBLISHED_PREFIX):
-        return published.get_spec(name[len(PUBLISHED_PREFIX) :]).sha256 or ""
-    entries = _entries()
+        key = name[len(PUBLISHED_PREFIX) :]
+        if key not in published.names():
+            raise _unknown(name)
+        return published.file_hash(published.find_checkpoint(key))
+    entries = _entries(missing_ok=True)
     if name not in entries:
         raise _unknown(name)
-    return entries[name]["sha256"]
+    return _recorded_sha256(name, entries[name])
 
 
 def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
@@ -187,21 +278,26 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
 
     Raises
     ------
+    TypeError
+        ``name`` is not a string.
     ValueError
         Unknown name (the message lists the available ones).
+    ZooNotFoundError
+        A default-zoo name while the zoo's manifest is missing (says where it was looked for).
     FileNotFoundError, ChecksumError, CheckpointError
-        Missing, altered or unreadable checkpoint.
+        Missing, altered or unreadable checkpoint; a manifest entry without a valid SHA-256.
     """
+    name = _check_name(name)
     if name.startswith(PUBLISHED_PREFIX):
         key = name[len(PUBLISHED_PREFIX) :]
         if key not in published.names():
             raise _unknown(name)
         return published.load_published(key, device=device)
-    entries = _entries()
+    entries = _entries(missing_ok=True)
     if name not in entries:
         raise _unknown(name)
     info = dict(entries[name])
-    state = read_checkpoint(zoo_dir() / info["file"], expected_sha256=info["sha256"])
+    state = read_checkpoint(zoo_dir() / info["file"], expected_sha256=_recorded_sha256(name, info))
     backbone = build_backbone(info["backbone"], in_channels=info.get("in_channels", 1))
     load_state_strict(backbone, state, source=f"{name} ({info['file']})")
     freeze(backbone, device)
