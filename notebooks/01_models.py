@@ -50,7 +50,8 @@ params.check_common(profile, seed, device)
 params.check(
     {"neighbour_models": neighbour_models, "n_queries": n_queries, "n_neighbours": n_neighbours,
      "n_gallery": n_gallery, "smoothing": smoothing},
-    {"neighbour_models": list, "n_queries": {"type": int, "minimum": 1, "maximum": 12},
+    {"neighbour_models": {"type": list, "items": str, "min_length": 1},  # names: checked against the zoo below
+     "n_queries": {"type": int, "minimum": 1, "maximum": 12},
      "n_neighbours": {"type": int, "minimum": 1, "maximum": 20},
      "n_gallery": {"type": int, "minimum": 100, "maximum": 10000}, "smoothing": {"type": int, "minimum": 1}},
 )

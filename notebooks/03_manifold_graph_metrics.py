@@ -54,11 +54,13 @@ params.check_common(profile, seed, device)
 params.check(
     {"n_demo": n_demo, "k_demo": k_demo, "n_subspace": n_subspace,
      "max_intrinsic_dim": max_intrinsic_dim, "k_synthetic": k_synthetic, "spacing": spacing,
-     "n_fashion": n_fashion, "k_real": k_real, "model_name": model_name},
+     "radii": radii, "k_values": k_values, "n_fashion": n_fashion, "k_real": k_real, "model_name": model_name},
     {"n_demo": {"type": int, "minimum": 20}, "k_demo": {"type": int, "minimum": 2},
      "n_subspace": {"type": int, "minimum": 50},
      "max_intrinsic_dim": {"type": int, "minimum": 2, "maximum": 16},
      "k_synthetic": {"type": int, "minimum": 5}, "spacing": {"type": float, "minimum": 1e-3},
+     "radii": {"type": list, "items": float, "exclusive_minimum": 0, "min_length": 1},
+     "k_values": {"type": list, "items": int, "minimum": 2, "min_length": 1},
      "n_fashion": {"type": int, "minimum": 100}, "k_real": {"type": int, "minimum": 5},
      "model_name": str},
 )

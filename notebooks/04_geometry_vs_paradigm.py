@@ -50,21 +50,27 @@ from IPython.display import display
 from myst_nb import glue
 from scipy.cluster.hierarchy import dendrogram
 
-from sslgeom import geometry, paradigm, params, plots, zoo
+from sslgeom import geometry, mgm, paradigm, params, plots, zoo
 
 params.check_common(profile, seed, device)
 params.check(
-    {"k": k, "kernel": kernel, "n_per_class": n_per_class, "n_base": n_base, "n_views": n_views,
-     "k_augmentation": k_augmentation, "n_permutations": n_permutations,
-     "linkage_method": linkage_method, "sensitivity_n_base": sensitivity_n_base,
-     "sensitivity_k": sensitivity_k, "statistics": statistics, "paradigms": paradigms},
-    {"k": {"type": int, "minimum": 2}, "kernel": {"type": str, "choices": ["cosine", "gaussian"]},
+    {"models": models, "models_per_paradigm": models_per_paradigm, "paradigms": paradigms,
+     "k": k, "kernel": kernel, "n_per_class": n_per_class, "n_base": n_base, "n_views": n_views,
+     "k_augmentation": k_augmentation, "statistics": statistics, "linkage_method": linkage_method,
+     "n_permutations": n_permutations, "sensitivity_k": sensitivity_k,
+     "sensitivity_kernel": sensitivity_kernel, "sensitivity_n_base": sensitivity_n_base},
+    {"models": {"type": (list, type(None)), "items": str, "min_length": 1},  # names: checked by the zoo
+     "models_per_paradigm": {"type": int, "minimum": 0},
+     "paradigms": {"type": list, "items": str, "choices": list(plots.PARADIGM_COLOURS), "min_length": 1},
+     "k": {"type": int, "minimum": 2}, "kernel": {"type": str, "choices": ["cosine", "gaussian"]},
      "n_per_class": {"type": int, "minimum": 5, "maximum": 1000}, "n_base": {"type": int, "minimum": 0},
      "n_views": {"type": int, "minimum": 0}, "k_augmentation": {"type": int, "minimum": 2},
      "n_permutations": {"type": int, "minimum": 99},
      "linkage_method": {"type": str, "choices": ["average", "complete", "single", "ward"]},
-     "sensitivity_n_base": {"type": int, "minimum": 0}, "sensitivity_k": list, "statistics": list,
-     "paradigms": list},
+     "statistics": {"type": list, "items": str, "choices": mgm.STATISTICS, "min_length": 1},
+     "sensitivity_k": {"type": list, "items": int, "minimum": 2},
+     "sensitivity_kernel": {"type": str, "choices": ["", *geometry.KERNELS]},
+     "sensitivity_n_base": {"type": int, "minimum": 0}},
 )
 # every choice the geometry table depends on (also its cache key); the device is not one of them
 geometry_settings = geometry.GeometrySettings(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base,

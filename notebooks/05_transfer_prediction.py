@@ -60,20 +60,35 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from sslgeom import geometry, paradigm, params, plots, prediction, transfer, zoo
-from sslgeom.tasks import build_tasks
+from sslgeom import geometry, mgm, paradigm, params, plots, prediction, transfer, zoo
+from sslgeom.tasks import TASK_NAMES, build_tasks
 
 params.check_common(profile, seed, device)
 params.check(
-    {"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_way": n_way, "n_query": n_query,
-     "n_episodes": n_episodes, "n_select": n_select, "n_boot": n_boot, "n_permutations": n_permutations,
-     "k": k, "kernel": kernel, "n_spectrum": n_spectrum, "n_knn_train": n_knn_train},
-    {"n_train": {"type": int, "minimum": 50}, "n_val": {"type": int, "minimum": 20},
-     "n_test": {"type": int, "minimum": 50}, "n_way": {"type": int, "minimum": 2},
+    {"models": models, "models_per_paradigm": models_per_paradigm, "paradigms": paradigms, "tasks": tasks,
+     "n_train": n_train, "n_val": n_val, "n_test": n_test, "c_grid": c_grid, "shots": shots,
+     "n_way": n_way, "n_query": n_query, "n_episodes": n_episodes, "k": k, "kernel": kernel,
+     "n_per_class": n_per_class, "n_base": n_base, "n_views": n_views, "k_augmentation": k_augmentation,
+     "statistics": statistics, "n_select": n_select, "n_boot": n_boot, "n_permutations": n_permutations,
+     "n_spectrum": n_spectrum, "n_knn_train": n_knn_train},
+    {"models": {"type": (list, type(None)), "items": str, "min_length": 1},  # names: checked by the zoo
+     "models_per_paradigm": {"type": int, "minimum": 0},
+     "paradigms": {"type": list, "items": str, "choices": list(plots.PARADIGM_COLOURS), "min_length": 1},
+     "tasks": {"type": list, "items": str, "choices": TASK_NAMES, "min_length": 1},
+     "n_train": {"type": int, "minimum": 50}, "n_val": {"type": int, "minimum": 20},
+     "n_test": {"type": int, "minimum": 50},
+     "c_grid": {"type": list, "items": float, "exclusive_minimum": 0, "min_length": 1},
+     "shots": {"type": list, "items": int, "minimum": 1, "min_length": 1},
+     "n_way": {"type": int, "minimum": 2},
      "n_query": {"type": int, "minimum": 1}, "n_episodes": {"type": int, "minimum": 10},
      "n_select": {"type": int, "minimum": 1}, "n_boot": {"type": int, "minimum": 100},
      "n_permutations": {"type": int, "minimum": 0}, "k": {"type": int, "minimum": 2},
-     "kernel": {"type": str, "choices": ["cosine", "gaussian"]}, "n_spectrum": {"type": int, "minimum": 10},
+     "kernel": {"type": str, "choices": ["cosine", "gaussian"]},
+     # the geometry chapter's rules for its settings (same values reuse its cached table)
+     "n_per_class": {"type": int, "minimum": 5, "maximum": 1000}, "n_base": {"type": int, "minimum": 0},
+     "n_views": {"type": int, "minimum": 0}, "k_augmentation": {"type": int, "minimum": 2},
+     "statistics": {"type": list, "items": str, "choices": mgm.STATISTICS, "min_length": 1},
+     "n_spectrum": {"type": int, "minimum": 10},
      "n_knn_train": {"type": int, "minimum": 20}},
 )
 # the geometry chapter's settings type (also the cache key), so its tables are read from the cache

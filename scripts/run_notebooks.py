@@ -86,12 +86,12 @@ def load_parameters(path: Path, stem: str) -> dict:
     """Merge the ``common`` section and the notebook's section of a parameter file."""
     if not path.exists():
         raise SystemExit(f"parameter file {path} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(spec.get("common", {}), dict):
-        raise SystemExit(f"{path}: 'common' must be a mapping of parameter names to values")
-    parameters = dict(spec.get("common") or {})
-    parameters.update(spec.get(stem) or {})
-    return parameters
+    from sslgeom import params
+
+    try:
+        return params.section_parameters(yaml.safe_load(path.read_text()), stem, str(path))
+    except params.ParameterError as error:  # a list where a section should be, ...: say which, stop
+        raise SystemExit(str(error)) from None
 
 
 def package_versions() -> dict[str, str]:

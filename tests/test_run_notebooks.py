@@ -43,6 +43,13 @@ def test_parameters_merge_common_and_section(tiny):
     assert merged == {"profile": "test", "value": 5}
 
 
+def test_a_section_that_is_not_a_mapping_stops_the_runner_with_its_name(tiny):
+    path = tiny / "bad.yaml"
+    path.write_text("common:\n  profile: test\n99_tiny:\n  - value\n  - 5\n")
+    with pytest.raises(SystemExit, match="99_tiny"):
+        run_notebooks.load_parameters(path, "99_tiny")
+
+
 def test_failing_cell_is_reported_with_cell_and_error(tiny):
     record = run_notebooks.run_one("99_tiny", _params(tiny, 0), tiny / "out", "python3", source_dir=tiny / "src")
     assert record["status"] == "failed"
