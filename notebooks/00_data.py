@@ -175,6 +175,26 @@ for task in (digits, textures):
 # ```
 
 # %% [markdown]
+# ## Licences of the data
+#
+# The book redistributes no dataset: each one is read from a package installed on the machine. Their
+# licences, as their distributors state them:
+#
+# | data | where it comes from here | licence |
+# |---|---|---|
+# | Fashion-MNIST {cite}`xiao2017fashion` | Debian package `dataset-fashion-mnist` (or `$SSLGEOM_FASHION_MNIST_DIR`) | MIT licence (Zalando Research) |
+# | handwritten digits | `sklearn.datasets.load_digits`, a copy of the UCI "Optical Recognition of Handwritten Digits" test set | CC BY 4.0 (UCI Machine Learning Repository) |
+# | textures: `brick`, `gravel` | `skimage.data` | CC0 (from CC0Textures, as the scikit-image docstrings state) |
+# | textures: `grass` | `skimage.data` | CC0 (DeviantArt, linolafett) |
+# | textures: `cell` | `skimage.data` | CC0, dedicated to the public domain |
+# | textures: `text` | `skimage.data` | no known copyright restrictions, public domain |
+# | textures: `hubble_deep_field` | `skimage.data` | NASA image, free to use in the public domain |
+# | textures: `immunohistochemistry` | `skimage.data` | no known copyright restrictions |
+# | textures: `moon` | `skimage.data` | shipped with scikit-image (BSD-3-Clause); its docstring states no separate licence |
+#
+# The code of the book is under the MIT licence (`LICENSE` at the top of the repository); `CITATION.cff`
+# says how to cite it and the paper it reproduces.
+
 # ## Exercises
 #
 # ```{exercise}

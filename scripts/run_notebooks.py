@@ -27,11 +27,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -119,10 +122,39 @@ def input_fingerprint(source: Path, parameters: dict, repo: Path = REPO) -> str:
     add("parameters", json.dumps(parameters, sort_keys=True, default=str).encode())
     for path in sorted((repo / "lib" / "sslgeom").rglob("*.py")):
         add(str(path.relative_to(repo)), path.read_bytes())
-    manifest = repo / "data" / "zoo" / "manifest.json"
+    manifest = zoo_manifest_path(repo)
     add("manifest", manifest.read_bytes() if manifest.exists() else b"")
     add("versions", json.dumps(package_versions(), sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def zoo_manifest_path(repo: Path = REPO) -> Path:
+    """The default zoo's manifest: under ``$SSLGEOM_ZOO_DIR`` when set, else ``data/zoo``."""
+    return Path(os.environ.get("SSLGEOM_ZOO_DIR") or repo / "data" / "zoo") / "manifest.json"
+
+
+def source_commit(repo: Path = REPO) -> str:
+    """The git commit the run's code came from, with ``+uncommitted`` if the work tree differs."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return head + ("+uncommitted" if dirty else "")
+
+
+def models_used(log_path: Path) -> list[dict]:
+    """Distinct models a chapter resolved, from the provenance log its kernel wrote (sorted by name)."""
+    if not log_path.exists():
+        return []
+    seen = {}
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            seen[(entry["name"], entry["sha256"])] = entry
+    return [seen[key] for key in sorted(seen)]
 
 
 def previous_records(output_dir: Path) -> dict[str, dict]:
@@ -194,10 +226,18 @@ def run_one(
     executed = output_dir / f"{stem}.ipynb"
     jupytext.write(jupytext.read(source), unexecuted)
     profile = str(parameters.get("profile", parameter_file.stem))
+    manifest = zoo_manifest_path()
     record = {"notebook": stem, "profile": profile, "parameters": parameters,
               "fingerprint": fingerprint, "reused": False,
-              "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "commit": source_commit(),
+              "zoo_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None}
     start = time.perf_counter()
+    # the kernel inherits this variable: sslgeom.zoo logs every model it loads or keys a cache entry by
+    log_path = output_dir / f".{stem}.provenance.jsonl"
+    log_path.unlink(missing_ok=True)
+    previous_log = os.environ.get("SSLGEOM_PROVENANCE_LOG")
+    os.environ["SSLGEOM_PROVENANCE_LOG"] = str(log_path)
     try:
         papermill.execute_notebook(
             str(unexecuted), str(executed), parameters=parameters, kernel_name=kernel,
@@ -209,6 +249,12 @@ def run_one(
         record["error"] = describe_failure(error)
     finally:
         unexecuted.unlink(missing_ok=True)
+        if previous_log is None:
+            os.environ.pop("SSLGEOM_PROVENANCE_LOG", None)
+        else:
+            os.environ["SSLGEOM_PROVENANCE_LOG"] = previous_log
+    record["models_used"] = models_used(log_path)
+    log_path.unlink(missing_ok=True)
     record["wall_seconds"] = round(time.perf_counter() - start, 1)
     if executed.exists():
         hide_injected_cells(executed)
@@ -242,7 +288,22 @@ def write_execution_page(records: list[dict], output_dir: Path) -> None:
         lines.append(f"**{record['notebook']}**: " + ", ".join(
             f"`{key}={value!r}`" for key, value in sorted(record["parameters"].items())))
         lines.append("")
-    lines += ["## Software", "", "| package | version |", "|---|---|"]
+    lines += ["## Provenance", "",
+              "The commit of the code each chapter ran, the SHA-256 of the zoo manifest (which records every "
+              "default-zoo checkpoint's SHA-256, verified on load) and the models the chapter loaded or keyed a "
+              "cached result by. Published checkpoints are files from outside the repository: each is listed "
+              "with the SHA-256 of the file that was used. `execution.json` lists every model with its hash.", "",
+              "| chapter | commit | zoo manifest SHA-256 | default-zoo models | external checkpoints |",
+              "|---|---|---|---|---|"]
+    for record in records:
+        used = record.get("models_used", [])
+        external = [m for m in used if m["name"].startswith("published/")]
+        external_text = "; ".join(f"`{m['name']}` `{m['sha256'][:16]}...`" for m in external) or "none"
+        manifest_hash = record.get("zoo_manifest_sha256")
+        lines.append(f"| {record['notebook']} | `{record.get('commit', 'not recorded')}` | "
+                     f"{'`' + manifest_hash[:16] + '...`' if manifest_hash else 'no zoo'} | "
+                     f"{len(used) - len(external)} | {external_text} |")
+    lines += ["", "## Software", "", "| package | version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in versions.items()]
     lines += ["", f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, "
               f"Python {platform.python_version()}.", ""]

@@ -100,3 +100,27 @@ def test_unchanged_chapter_is_reused_and_changes_rerun_it(tiny, monkeypatch):
     run_notebooks.update_execution_report([again(3, force=False)], out)
     (out / "99_tiny.ipynb").unlink()  # a missing executed notebook is never "reused"
     assert not again(3, force=False)["reused"]
+
+
+def test_provenance_records_commit_manifest_and_the_models_a_chapter_used(tiny, tiny_zoo, monkeypatch):
+    from sslgeom import zoo
+
+    (tiny / "src" / "98_uses.py").write_text(NOTEBOOK.replace(
+        "result = 10 / value",
+        f"from sslgeom import zoo\nzoo.load({tiny_zoo[0]!r})\nzoo.checkpoint_hash({tiny_zoo[1]!r})\n"
+        f"zoo.load({tiny_zoo[0]!r})  # twice: listed once"))
+    params = tiny / "p.yaml"
+    params.write_text("common:\n  profile: test\n")
+    record = run_notebooks.run_one("98_uses", params, tiny / "out", "python3", source_dir=tiny / "src")
+    assert record["status"] == "ok", record.get("error")
+    manifest = zoo.zoo_dir() / zoo.MANIFEST_NAME
+    import hashlib
+    assert record["zoo_manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert len(record["commit"].split("+")[0]) == 40
+    used = {m["name"]: m["sha256"] for m in record["models_used"]}
+    assert used == {name: zoo.checkpoint_hash(name) for name in tiny_zoo}
+    assert not list((tiny / "out").glob(".*.provenance.jsonl"))  # the log is folded into the record
+    monkeypatch.setattr(run_notebooks, "toc_chapters", lambda: ["98_uses"])
+    run_notebooks.update_execution_report([record], tiny / "out")
+    page = (tiny / "out" / "execution.md").read_text()
+    assert "## Provenance" in page and f"| 98_uses | `{record['commit']}` | `{record['zoo_manifest_sha256'][:16]}...` | 2 | none |" in page

@@ -38,6 +38,9 @@ class ZooNotFoundError(FileNotFoundError):
     """The default zoo's directory or manifest is missing."""
 
 
+#: When set, every model a process resolves (loads, or keys a cache entry by) is appended to this
+#: file as one JSON line ``{"name", "sha256", "file"}``: the notebook runner's provenance record.
+PROVENANCE_ENV = "SSLGEOM_PROVENANCE_LOG"
 #: Environment variable that points the default zoo somewhere else (tests, user zoos).
 ZOO_ENV = "SSLGEOM_ZOO_DIR"
 MANIFEST_NAME = "manifest.json"
@@ -232,6 +235,16 @@ def _recorded_sha256(name: str, entry: dict[str, Any]) -> str:
     return sha256.lower()
 
 
+def _record_use(name: str, sha256: str, file: str | Path) -> None:
+    """Append a used model to the provenance log named by ``$SSLGEOM_PROVENANCE_LOG`` (if set)."""
+    log = os.environ.get(PROVENANCE_ENV)
+    if not log:
+        return
+    line = json.dumps({"name": name, "sha256": sha256, "file": str(file)}) + "\n"
+    with open(log, "a", encoding="utf-8") as handle:  # one short O_APPEND write per line
+        handle.write(line)
+
+
 def checkpoint_hash(name: str) -> str:
     """SHA-256 of a model's checkpoint file, the identity used in cache keys.
 
@@ -255,11 +268,16 @@ def checkpoint_hash(name: str) -> str:
         key = name[len(PUBLISHED_PREFIX) :]
         if key not in published.names():
             raise _unknown(name)
-        return published.file_hash(published.find_checkpoint(key))
+        path = published.find_checkpoint(key)
+        sha256 = published.file_hash(path)
+        _record_use(name, sha256, path)
+        return sha256
     entries = _entries(missing_ok=True)
     if name not in entries:
         raise _unknown(name)
-    return _recorded_sha256(name, entries[name])
+    sha256 = _recorded_sha256(name, entries[name])
+    _record_use(name, sha256, zoo_dir() / entries[name]["file"])
+    return sha256
 
 
 def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
@@ -292,12 +310,15 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
         key = name[len(PUBLISHED_PREFIX) :]
         if key not in published.names():
             raise _unknown(name)
-        return published.load_published(key, device=device)
+        model = published.load_published(key, device=device)
+        _record_use(name, model.info["sha256"], model.info["file"])
+        return model
     entries = _entries(missing_ok=True)
     if name not in entries:
         raise _unknown(name)
     info = dict(entries[name])
     state = read_checkpoint(zoo_dir() / info["file"], expected_sha256=_recorded_sha256(name, info))
+    _record_use(name, info["sha256"], zoo_dir() / info["file"])
     backbone = build_backbone(info["backbone"], in_channels=info.get("in_channels", 1))
     load_state_strict(backbone, state, source=f"{name} ({info['file']})")
     freeze(backbone, device)
