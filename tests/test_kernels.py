@@ -104,6 +104,36 @@ def test_unit_diagonal_and_kernel_space():
         kernels.kernel_space(np.array([[1.0, 0.0], [0.0, 0.0]]), "cosine")
 
 
+def test_power_of_two_floor_is_exact_in_numpy_and_torch():
+    values = np.array([3.0, 1.0, 0.75, 1e-40, 1e-300, 5e-324, 1e20, 1.7e308, 0.0])
+    expected = [2.0, 1.0, 0.5, 2.0**-133, 2.0**-997, 2.0**-1074, 2.0**66, 2.0**1023, 1.0]
+    assert kernels.power_of_two_floor(values).tolist() == expected
+    assert torch.equal(kernels.power_of_two_floor(torch.from_numpy(values)),
+                       torch.tensor(expected, dtype=torch.float64))
+    single = np.array([3.0e38, 1e-40, 0.0], dtype=np.float32)  # near float32's max, subnormal, zero
+    for result in (kernels.power_of_two_floor(single),
+                   kernels.power_of_two_floor(torch.from_numpy(single)).numpy()):
+        assert result.dtype == np.float32
+        assert result.tolist() == [2.0**127, 2.0**-133, 1.0]
+
+
+@pytest.mark.parametrize("factor", [2.0**-100, 1e-30, 1.0, 1e30, 2.0**120])
+def test_cosine_kernel_space_is_the_same_at_every_row_scale(factor):
+    rows = _points(12, 4, seed=8).astype(np.float32)
+    unit = kernels.kernel_space(rows, "cosine")
+    # every product stays a normal float32 (exact for powers of two); its square does not
+    scaled = (rows.astype(np.float64) * factor).astype(np.float32)
+    # powers of two scale exactly: the unit rows are the same bit for bit; other factors round
+    check = np.testing.assert_array_equal if np.log2(factor).is_integer() else (
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7))
+    check(kernels.kernel_space(scaled, "cosine"), unit)
+    check(kernels.kernel_space(torch.from_numpy(scaled), "cosine").numpy(), unit)
+    # a zero row is still an error, a tiny one is not
+    scaled[3] = 0.0
+    with pytest.raises(ValueError, match="1 feature vector"):
+        kernels.kernel_space(scaled, "cosine")
+
+
 # ---- the compiled loop computes the definitions ----------------------------------------------
 
 
@@ -120,9 +150,11 @@ def test_compiled_kernel_equals_the_definition(kernel, code, param):
                                     maxulp=1)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-30, 1e30])
 @pytest.mark.parametrize("kernel", ["cosine", "gaussian"])
-def test_compiled_nodes_compute_the_defined_kernel_and_error(kernel):
-    points = _points(80, 6, seed=6)
+def test_compiled_nodes_compute_the_defined_kernel_and_error(kernel, scale):
+    # at any scale: the compiled stage works at unit scale, the result is in the input's units
+    points = _points(80, 6, seed=6) * scale
     result = nnk.nnk_graph(points, k=8, kernel=kernel, dtype="float64", solver="compiled",
                            duplicates="ridge", ridge=1e-3)
     np.testing.assert_array_max_ulp(

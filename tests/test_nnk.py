@@ -242,6 +242,35 @@ def test_duplicates_raise_by_default_and_ridge_handles_them(solver):
     assert w[0] == pytest.approx(w[1], rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-25, 1e20])
+@pytest.mark.parametrize("kernel", ["cosine", "gaussian"])
+def test_duplicate_test_is_exact_at_every_scale(kernel, scale):
+    """Duplicates: rows equal bit for bit at unit scale (relative tolerance 0). A row one ulp
+    away is a near-duplicate, which the solver handles, not a duplicate, whatever the scale."""
+    points = (np.random.default_rng(17).standard_normal((40, 4)) * scale).astype(np.float32)
+    points[8] = np.nextafter(points[3], np.float32(np.inf))
+    result = nnk.nnk_graph(points, k=5, kernel=kernel)
+    assert np.all(np.isfinite(result.weights)) and np.all(result.weights >= 0)
+    assert 8 in result.neighbors[3]
+    points[7] = points[3]
+    with pytest.raises(ValueError, match=r"found 2 point\(s\) with an exact duplicate"):
+        nnk.nnk_graph(points, k=5, kernel=kernel)
+
+
+def test_duplicate_ranked_after_a_nearer_rounding_is_still_found():
+    """Copies and one-ulp neighbours tie up to rounding: whichever the kNN ranks first, the
+    exact copy among the candidates is found, for both twins."""
+    rng = np.random.default_rng(18)
+    points = rng.standard_normal((30, 3)).astype(np.float32)
+    points[4] = points[2]
+    points[5] = np.nextafter(points[2], np.float32(np.inf))
+    points[6] = np.nextafter(points[2], np.float32(-np.inf))
+    indices, _ = nnk.knn(points, 4)
+    assert indices[2, 0] != 4 or indices[4, 0] != 2  # a near point comes before the copy
+    with pytest.raises(ValueError, match=r"found 2 point\(s\)"):
+        nnk.nnk_graph(points, k=4, kernel="gaussian")
+
+
 def test_bad_parameters_raise():
     points = np.random.default_rng(0).standard_normal((10, 3))
     with pytest.raises(ValueError, match="sigma"):

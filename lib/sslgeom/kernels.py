@@ -12,6 +12,13 @@ The kernel-space reconstruction error of a point ``x_i`` from candidates ``x_j``
 ``theta`` is ``||phi(x_i) - sum_j theta_j phi(x_j)||^2 = 1 - 2 K_Si^T theta + theta^T K_SS theta``
 (:func:`reconstruction_error`).
 
+Scale: both kernels are dimensionless (``K(x, x) = 1``), so everything downstream of the kernel
+matrices (the QP and its tolerances) is free of the features' units. What depends on the units
+is formed here and in :mod:`sslgeom.neighbors` on features divided by an exact power of two
+(:func:`power_of_two_floor`), so that ``X`` and ``c X`` (``c`` a power of two) give bit-identical
+inputs and no squared norm over- or underflows: :func:`kernel_space` divides each row by its
+own power of two before normalising it, and the Gaussian graph divides the whole matrix by one.
+
 Every function takes NumPy arrays or torch tensors and computes in the type and dtype it is
 given, so the graph code (torch), the metrics (NumPy) and the grouped solver share one formula.
 The compiled per-node stage (:mod:`sslgeom.nnk_compiled`) keeps its own scalar loop for speed;
@@ -133,28 +140,67 @@ def kernel_space(points, kernel: str):
     Returns
     -------
     Same type, dtype and shape as ``points``.
+        For the cosine kernel, ``x / ||x||`` computed as ``y / ||y||`` with
+        ``y = x / 2**floor(log2(max_j |x_j|))`` (exact division by a power of two), so the result
+        is the same, bit for bit, for ``x`` and ``c x`` (``c > 0`` a power of two) and the squared
+        norm cannot over- or underflow (``||y||`` lies in ``[1, 2 sqrt(dim))``).
 
     Raises
     ------
     ValueError
-        A zero row with the cosine kernel (its cosine similarity is undefined).
+        A zero row with the cosine kernel (its cosine similarity is undefined). The test is
+        exact: a row is zero when all its entries are 0, whatever the scale of the others
+        (a row of ``1e-30`` in float32 is a direction, not a zero).
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}.")
     if kernel != "cosine":
         return points
     if isinstance(points, torch.Tensor):
-        norms = torch.linalg.vector_norm(points, dim=-1, keepdim=True)
-        zero = norms <= torch.finfo(points.dtype).tiny
+        row_max = points.abs().amax(dim=-1, keepdim=True)
+        prescaled = points / power_of_two_floor(row_max)
+        norms = torch.linalg.vector_norm(prescaled, dim=-1, keepdim=True)
     else:
-        norms = np.linalg.norm(points, axis=-1, keepdims=True)
-        zero = norms <= np.finfo(points.dtype).tiny
+        row_max = np.abs(points).max(axis=-1, keepdims=True)
+        prescaled = points / power_of_two_floor(row_max)
+        norms = np.linalg.norm(prescaled, axis=-1, keepdims=True)
+    # after the prescaling a non-zero row has norm >= 1, so "zero" is exact, not a threshold
+    zero = norms == 0
     if bool(zero.any()):
         raise ValueError(
             f"{int(zero.sum())} feature vector(s) are zero, so their cosine similarity is "
             "undefined; drop them or use kernel='gaussian'."
         )
-    return points / norms
+    return prescaled / norms
+
+
+def power_of_two_floor(values):
+    """The largest power of two not above each value, exactly (1 where the value is 0).
+
+    Dividing by such a power is exact in binary floating point (unless the quotient is
+    subnormal), so it normalises a scale without changing any digit: ``x / power_of_two_floor(m)``
+    is the same for ``x, m`` and ``c x, c m`` whenever ``c`` is a power of two.
+
+    Parameters
+    ----------
+    values : np.ndarray or torch.Tensor, any shape
+        Non-negative finite floating values (e.g. the largest ``|x|`` of each row).
+
+    Returns
+    -------
+    Same type, dtype and shape
+        ``2 ** floor(log2(v))`` in the values' own dtype; computed as ``v / (2 m)`` with ``m``
+        the binary mantissa of ``v`` (``frexp``), an exact quotient, so it is representable
+        (possibly subnormal) and never rounded.
+    """
+    if isinstance(values, torch.Tensor):
+        safe = torch.where(values > 0, values, torch.ones_like(values))
+        mantissa, _ = torch.frexp(safe)
+    else:
+        values = np.asarray(values)
+        safe = np.where(values > 0, values, np.ones_like(values))
+        mantissa, _ = np.frexp(safe)
+    return safe / (2 * mantissa)
 
 
 def unit_diagonal(gram, ridge: float = 0.0):

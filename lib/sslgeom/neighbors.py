@@ -2,7 +2,14 @@
 
 :func:`knn` is the public entry point (also importable as ``sslgeom.nnk.knn``); the NNK graph
 (:mod:`sslgeom.nnk`) calls :func:`knn_tensor` on features it has already validated with
-:func:`as_tensor` and :func:`check_graph_input`.
+:func:`as_tensor` and :func:`check_graph_input` and brought to unit scale with :func:`unit_scale`.
+
+Scale: squared distances are formed on the features divided by ``s = 2**floor(log2(max |x|))``
+(an exact division), so their largest entry lies in ``[1, 2)``: ``||x||^2`` neither overflows
+(features of ``1e20`` in float32) nor underflows (``1e-25``), and ``X`` and ``c X`` (``c`` a power
+of two, ``c X`` itself without over- or underflow) give bit-identical computations, hence the
+same neighbours. Squared distances are returned in the input's units (times ``s**2``,
+:func:`sq_to_input_units`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .kernels import kernel_space
+from .kernels import kernel_space, power_of_two_floor
 from .validation import check_feature_tensor, check_int
 
 # Bytes we allow one block of pairwise distances / gathered candidates to take.
@@ -61,6 +68,50 @@ def check_graph_input(features: torch.Tensor, k) -> int:
     return k
 
 
+def unit_scale(features: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Divide validated features by ``s = 2**floor(log2(max |x|))``, exactly.
+
+    Parameters
+    ----------
+    features : torch.Tensor, shape (n_points, dim)
+        Finite features (validated by :func:`check_graph_input`).
+
+    Returns
+    -------
+    scaled : torch.Tensor, shape (n_points, dim)
+        ``features / s``, same dtype and device; its largest ``|x|`` lies in ``[1, 2)`` (all
+        zeros stay zeros, with ``s = 1``). Division by a power of two only rounds entries whose
+        quotient is subnormal, i.e. entries below ``2**-126`` (float32) times the largest one.
+    s : float
+        The power of two, exact as a Python float.
+    """
+    divisor = power_of_two_floor(features.abs().amax())
+    return features / divisor, float(divisor)
+
+
+def sq_to_input_units(sq_distances: np.ndarray, scale) -> np.ndarray:
+    """Squared distances computed on ``features / scale``, in the features' own units.
+
+    Parameters
+    ----------
+    sq_distances : np.ndarray, any shape
+        Squared distances between rows of ``features / scale``.
+    scale : float or np.ndarray broadcasting against ``sq_distances``
+        Exact power(s) of two (:func:`unit_scale`, :func:`sslgeom.kernels.power_of_two_floor`).
+
+    Returns
+    -------
+    np.ndarray, same shape and dtype
+        ``sq_distances * scale**2``, one exact ``ldexp`` (a single rounding, only where the result
+        is subnormal). A value beyond the dtype's range saturates to ``inf`` (float32: squared
+        distances above about ``3.4e38``, i.e. features beyond about ``1e19``) or to 0; the
+        neighbours and weights, computed at unit scale, are not affected.
+    """
+    _, exponent = np.frexp(scale)  # scale = 0.5 * 2**exponent exactly
+    with np.errstate(over="ignore", under="ignore"):
+        return np.ldexp(sq_distances, 2 * (np.asarray(exponent) - 1)).astype(sq_distances.dtype)
+
+
 def block_rows(n_cols: int, bytes_per_value: int, budget: int = BLOCK_BYTES) -> int:
     """Rows per block so that ``rows x n_cols`` values take about ``budget`` bytes (1..4096)."""
     return max(1, min(4096, budget // max(1, n_cols * bytes_per_value)))
@@ -69,7 +120,13 @@ def block_rows(n_cols: int, bytes_per_value: int, budget: int = BLOCK_BYTES) -> 
 def knn_tensor(
     features: torch.Tensor, k: int, block_size: int | None, progress: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact kNN on a validated tensor; returns (indices (n,k) int64, sq_distances (n,k))."""
+    """Exact kNN on a validated tensor; returns (indices (n,k) int64, sq_distances (n,k)).
+
+    ``features`` should be at unit scale (:func:`unit_scale`): the squared norms are formed as
+    they are. Ties: the expansion below rounds by at most about ``(dim + 2) eps (||q||^2 +
+    ||x||^2)``; candidates closer than that in squared distance may come in either order (the
+    order is deterministic for given inputs).
+    """
     n_points = features.shape[0]
     sq_norms = (features * features).sum(dim=1)
     rows = block_size or block_rows(n_points, features.element_size())
@@ -127,8 +184,19 @@ def knn(
     indices : np.ndarray, shape (n_points, k), int64
         Neighbour indices, nearest first.
     sq_distances : np.ndarray, shape (n_points, k)
-        Squared Euclidean distances to those neighbours, from the expansion
-        ``||q||^2 + ||x||^2 - 2 q.x`` (accurate to about ``eps * ||x||^2``), clipped at 0.
+        Squared Euclidean distances to those neighbours in the input's units, clipped at 0. They
+        come from the expansion ``||q||^2 + ||x||^2 - 2 q.x`` on the features divided by the
+        power of two ``s = 2**floor(log2(max |x|))`` and are multiplied back by ``s**2``
+        (exactly, :func:`sq_to_input_units`); a value beyond the dtype's range becomes ``inf``.
+
+    Notes
+    -----
+    Scale: the neighbours of ``X`` and ``c X`` are identical for ``c`` a power of two (as long
+    as ``c X`` neither overflows nor has subnormal entries), and ``sq_distances`` scale by
+    ``c**2``. Ties: at unit scale the expansion rounds by at most about ``(dim + 2) eps
+    (||q||^2 + ||x||^2)``, i.e. relative to the squared norms, not to the distance; neighbours
+    whose squared distances differ by less come in an order that rounding decides (the same
+    for ``X`` and ``c X``). A point is never its own neighbour, even if it has exact copies.
     """
     torch_dtype = resolve_dtype(dtype)
     tensor = as_tensor(features, device, torch_dtype)
@@ -137,6 +205,7 @@ def knn(
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
     if metric == "cosine":
         tensor = kernel_space(tensor, "cosine")  # L2-normalised rows
+    tensor, scale = unit_scale(tensor)
     with torch.no_grad():
         indices, sq_distances = knn_tensor(tensor, k, block_size, progress)
-    return indices.cpu().numpy(), sq_distances.cpu().numpy()
+    return indices.cpu().numpy(), sq_to_input_units(sq_distances.cpu().numpy(), scale)

@@ -16,6 +16,24 @@ feature space. Candidates with ``theta_j = 0`` are pruned; the others are the NN
 The per-node solutions are exact: a batched primal active-set method whose every returned
 solution satisfies the KKT conditions to the tolerance stored in the result.
 
+Scale and tolerances. The graph of ``X`` and of ``c X`` is the same, bit for bit, for ``c`` a
+power of two (``c X`` without over- or underflow), in float32 as in float64: distances are formed
+on features divided by an exact power of two (:func:`sslgeom.neighbors.unit_scale`; each row's
+own for the cosine kernel, :func:`sslgeom.kernels.kernel_space`), and every tolerance is
+relative to that unit scale or to the kernel, whose diagonal is 1:
+
+- duplicates: exact. A point is a duplicate when a candidate's row (in the kernel's space, at
+  unit scale) equals its own bit for bit, i.e. relative tolerance 0; candidates within the
+  rounding of the squared-distance expansion, ``4 (dim + 2) eps (||x_i||^2 + ||x_j||^2)`` at
+  unit scale, are the ones compared, so a copy is found even when rounding ranks it second.
+- ties in the kNN: squared distances differing by less than about ``(dim + 2) eps (||x_i||^2 +
+  ||x_j||^2)`` at unit scale come in an order that rounding decides (:func:`knn`).
+- near-singular nodes (near-duplicate candidates): ``K_SS`` has unit diagonal, so the compiled
+  solver flags a node whose Cholesky pivot is at most ``1e-12`` times its diagonal entry, and
+  the torch solver re-solves it with the smallest jitter ``10 eps * 10**j <= 1e-2`` (relative to
+  the unit diagonal) that makes the restriction positive definite. The KKT tolerance
+  ``kkt_tol`` is relative to the kernel values, which are at most 1.
+
 Typical use (many small manifolds and a few large ones)::
 
     from sslgeom import nnk
@@ -39,10 +57,20 @@ from .kernels import (
     gaussian_bandwidth,
     kernel_from_sq_distances,
     kernel_space,
+    power_of_two_floor,
     reconstruction_error,
     unit_diagonal,
 )
-from .neighbors import as_tensor, block_rows, check_graph_input, knn, knn_tensor, resolve_dtype
+from .neighbors import (
+    as_tensor,
+    block_rows,
+    check_graph_input,
+    knn,
+    knn_tensor,
+    resolve_dtype,
+    sq_to_input_units,
+    unit_scale,
+)
 from .qp import (
     SOLVERS,
     SolverName,
@@ -87,7 +115,10 @@ class NNKResult:
         ``||phi(x_i) - sum_j theta_ij phi(x_j)||^2 = 1 - 2 K_Si^T theta + theta^T K_SS theta``.
     sq_distances : np.ndarray, shape (n_points, k)
         Squared Euclidean distances to the candidates, in the space the kernel uses
-        (the L2-normalised features for the cosine kernel, the raw features otherwise).
+        (the L2-normalised features for the cosine kernel, the raw features, in their own units,
+        otherwise). For the Gaussian kernel they are computed at unit scale and multiplied back
+        by ``s**2`` exactly (``s`` the power of two of :func:`sslgeom.neighbors.unit_scale`); in
+        float32 a squared distance above about ``3.4e38`` is ``inf`` (the weights do not use it).
     kernel_values : np.ndarray, shape (n_points, k)
         ``K(x_i, x_j)`` for each candidate (the linear term of the per-node problem).
     adjacency : scipy.sparse.csr_matrix, shape (n_points, n_points)
@@ -98,11 +129,12 @@ class NNKResult:
     kernel : str
         ``"cosine"`` or ``"gaussian"``.
     kernel_params : dict
-        Everything needed to rebuild each node's problem: ``{"sigma": float}`` for the Gaussian
-        kernel ``exp(-||x_i - x_j||^2 / (2 sigma^2))``, ``{"power": float}`` for the cosine kernel
-        ``((1 + cos(x_i, x_j)) / 2) ** power``.
+        Everything needed to rebuild each node's problem: ``{"sigma": float}`` (in the input's
+        units) for the Gaussian kernel ``exp(-||x_i - x_j||^2 / (2 sigma^2))``,
+        ``{"power": float}`` for the cosine kernel ``((1 + cos(x_i, x_j)) / 2) ** power``.
     kkt_tol : float
-        Stopping tolerance of the solver: every node has ``theta >= 0`` exactly and
+        Stopping tolerance of the solver (relative to the kernel values, which are at most 1,
+        hence free of the features' units): every node has ``theta >= 0`` exactly and
         ``g = K_SS theta - K_Si`` satisfies ``g_j >= -kkt_tol`` where ``theta_j = 0``; on the
         support ``g_j = 0`` up to the rounding of the linear solve.
     kkt_residual : np.ndarray, shape (n_points,)
@@ -113,7 +145,8 @@ class NNKResult:
         Active-set iterations of the slowest node (compiled solver: coordinates added) or block
         (torch solver).
     ridge : float
-        Value added to the diagonal of every ``K_SS`` (0 unless duplicates were allowed).
+        Value added to the diagonal of every ``K_SS`` (0 unless duplicates were allowed);
+        relative to the unit diagonal of the kernel.
     """
 
     neighbors: np.ndarray
@@ -229,18 +262,21 @@ def nnk_graph(
         (zero rows raise). ``"gaussian"``: ``exp(-||x_i - x_j||^2 / (2 sigma^2))`` on the raw
         rows.
     sigma : float, optional
-        Gaussian bandwidth. Default: mean distance to the k-th neighbour divided by 3 (the NNK
-        reference default); stored in ``kernel_params``.
+        Gaussian bandwidth, in the features' units. Default: mean distance to the k-th
+        neighbour divided by 3 (the NNK reference default); stored in ``kernel_params``.
     power : float
         Exponent of the cosine kernel (1 gives ``0.5 + 0.5 cos``; larger values make it sharper;
         any positive integer keeps it positive definite).
     duplicates : {"raise", "ridge"}
         What to do when a point has an exact copy among its candidates: raise ``ValueError``
-        (default) or add ``ridge`` to the diagonal of every ``K_SS``.
+        (default) or add ``ridge`` to the diagonal of every ``K_SS``. The test is exact and
+        scale-free: rows equal bit for bit in the kernel's space at unit scale (see the module
+        docstring); near-duplicates are near-singular nodes, which the solver handles.
     ridge : float
-        Diagonal ridge used with ``duplicates="ridge"``.
+        Diagonal ridge used with ``duplicates="ridge"``, relative to the kernel's unit diagonal.
     kkt_tol : float, optional
-        KKT tolerance of the solver; default 1e-9 (float64) or 1e-4 (float32).
+        KKT tolerance of the solver; default 1e-9 (float64) or 1e-4 (float32). Relative to the
+        kernel values (at most 1), so it does not depend on the features' units.
     block_size : int, optional
         Nodes per batch of the torch solver; default keeps gathered candidates near 128 MiB.
     device : str or torch.device
@@ -266,7 +302,10 @@ def nnk_graph(
     Returns
     -------
     NNKResult
-        Candidates, weights, errors, symmetric adjacency and kernel parameters.
+        Candidates, weights, errors, symmetric adjacency and kernel parameters. For ``c`` a power
+        of two, ``nnk_graph(c * X)`` has the same neighbours, weights, errors, kernel values and
+        adjacency as ``nnk_graph(X)``, bit for bit; ``sigma`` is ``c`` times and
+        ``sq_distances`` (Gaussian kernel) ``c**2`` times larger.
 
     Raises
     ------
@@ -287,17 +326,14 @@ def nnk_graph(
     torch_dtype = resolve_dtype(dtype)
     points = as_tensor(features, device, torch_dtype)
     k = check_graph_input(points, k)
-    points = kernel_space(points, kernel)
+    points, scale = _unit_kernel_space(points, kernel)
 
     with torch.no_grad():
         indices, sq_dist = knn_tensor(points, k, None, progress)
-        used_ridge = _ridge_for_duplicates(points, indices, duplicates, ridge)
-        if kernel == "gaussian":
-            params = {"sigma": float(gaussian_bandwidth(sq_dist) if sigma is None else sigma)}
-        else:
-            params = {"power": float(power)}
+        used_ridge = _ridge_for_duplicates(points, indices, sq_dist, duplicates, ridge)
+        params, unit_params = _kernel_params(kernel, sq_dist, scale, sigma, power)
         tol = default_kkt_tol(torch_dtype) if kkt_tol is None else float(kkt_tol)
-        stage = dict(kernel=kernel, params=params, ridge=used_ridge, tol=tol,
+        stage = dict(kernel=kernel, params=unit_params, ridge=used_ridge, tol=tol,
                      threads=solver_threads, progress=progress)
         solved = _solve_nodes(points, indices, compiled, block_size, stage)
 
@@ -306,7 +342,7 @@ def nnk_graph(
         neighbors=neighbors_np,
         weights=solved["weights"],
         errors=solved["errors"],
-        sq_distances=solved["sq_distances"],
+        sq_distances=sq_to_input_units(solved["sq_distances"], scale),
         kernel_values=solved["kernel_values"],
         adjacency=symmetrize(neighbors_np, solved["weights"], solved["errors"]),
         kernel=kernel,
@@ -318,16 +354,92 @@ def nnk_graph(
     )
 
 
+def _unit_kernel_space(points: torch.Tensor, kernel: str) -> tuple[torch.Tensor, float]:
+    """The kernel's rows at unit scale, and the power of two ``s`` they were divided by.
+
+    Parameters
+    ----------
+    points : torch.Tensor, shape (n_points, dim)
+        Validated features.
+    kernel : {"cosine", "gaussian"}
+
+    Returns
+    -------
+    unit : torch.Tensor, shape (n_points, dim)
+        Cosine: the L2-normalised rows (already free of scale; ``s = 1`` because the kernel
+        reads the distances between unit vectors themselves). Gaussian: ``points / s`` with
+        ``s = 2**floor(log2(max |x|))``; the bandwidth is divided by the same ``s``.
+    s : float
+    """
+    points = kernel_space(points, kernel)
+    if kernel == "cosine":
+        return points, 1.0
+    return unit_scale(points)
+
+
+def _kernel_params(
+    kernel: str, sq_dist: torch.Tensor, scale: float, sigma: float | None, power: float
+) -> tuple[dict, dict]:
+    """Kernel parameters in the input's units (stored) and at unit scale (used to solve).
+
+    ``sq_dist`` are the unit-scale squared distances to the candidates, ``(n_points, k)``.
+    """
+    if kernel != "gaussian":
+        params = {"power": float(power)}
+        return params, params
+    if sigma is None:
+        unit_sigma = float(gaussian_bandwidth(sq_dist))
+        # times an exact power of two: the stored sigma rebuilds the same kernel on raw rows
+        return {"sigma": unit_sigma * scale}, {"sigma": unit_sigma}
+    return {"sigma": float(sigma)}, {"sigma": float(sigma) / scale}
+
+
+def _duplicate_nodes(points: torch.Tensor, indices: torch.Tensor,
+                     sq_dist: torch.Tensor) -> torch.Tensor:
+    """Which nodes have a candidate equal to themselves, bit for bit.
+
+    Parameters
+    ----------
+    points : torch.Tensor, shape (n_points, dim)
+        Rows in the kernel's space at unit scale.
+    indices : torch.Tensor, shape (n_points, k)
+        Candidates of each node.
+    sq_dist : torch.Tensor, shape (n_points, k)
+        Their squared distances from :func:`sslgeom.neighbors.knn_tensor`.
+
+    Returns
+    -------
+    torch.Tensor of bool, shape (n_points,)
+    """
+    # A copy's computed squared distance is only the rounding of ||q||^2 + ||x||^2 - 2 q.x,
+    # at most about (dim + 2) eps (||q||^2 + ||x||^2); screen with four times that bound (so a
+    # copy ranked after a very near point is still seen), then compare the rows exactly (so no
+    # near-duplicate is called a duplicate). Comparing rows, not squaring their difference,
+    # cannot underflow.
+    sq_norms = (points * points).sum(dim=1)
+    screen = 4.0 * (points.shape[1] + 2) * torch.finfo(points.dtype).eps
+    bound = screen * (sq_norms[:, None] + sq_norms[indices])
+    nodes, slots = (sq_dist <= bound).nonzero(as_tuple=True)
+    duplicated = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+    rows = block_rows(points.shape[1], points.element_size())
+    for start in range(0, len(nodes), rows):
+        node, slot = nodes[start:start + rows], slots[start:start + rows]
+        equal = (points[node] == points[indices[node, slot]]).all(dim=1)
+        duplicated[node[equal]] = True
+    return duplicated
+
+
 def _ridge_for_duplicates(
-    points: torch.Tensor, indices: torch.Tensor, duplicates: str, ridge: float
+    points: torch.Tensor, indices: torch.Tensor, sq_dist: torch.Tensor, duplicates: str,
+    ridge: float,
 ) -> float:
     """The diagonal ridge to use; raises for exact duplicates with ``duplicates="raise"``."""
-    # Exact test on the nearest candidate: any duplicated point has its copy there.
-    nearest_gap = points - points.index_select(0, indices[:, 0])
-    duplicate_pairs = int(((nearest_gap * nearest_gap).sum(dim=1) == 0).sum())
-    if duplicate_pairs and duplicates == "raise":
-        raise ValueError(_duplicate_message(duplicate_pairs))
-    return float(ridge) if duplicates == "ridge" else 0.0
+    if duplicates == "ridge":
+        return float(ridge)
+    duplicate_points = int(_duplicate_nodes(points, indices, sq_dist).sum())
+    if duplicate_points:
+        raise ValueError(_duplicate_message(duplicate_points))
+    return 0.0
 
 
 def _solve_nodes(
@@ -464,11 +576,16 @@ def node_problem(result: NNKResult, features, node: int) -> tuple[np.ndarray, np
     linear : np.ndarray, shape (k,)
     """
     points = kernel_space(np.asarray(features, dtype=np.float64), result.kernel)
+    params = result.kernel_params
+    if result.kernel == "gaussian":
+        # at unit scale, as nnk_graph built it: squares of any float64 features stay finite
+        scale = power_of_two_floor(np.abs(points).max())
+        points, params = points / scale, {"sigma": params["sigma"] / float(scale)}
     cand = points[result.neighbors[node]]
     pair_sq = ((cand[:, None, :] - cand[None, :, :]) ** 2).sum(-1)
     node_sq = ((cand - points[node]) ** 2).sum(-1)
-    gram = kernel_from_sq_distances(pair_sq, result.kernel, result.kernel_params)
-    linear = kernel_from_sq_distances(node_sq, result.kernel, result.kernel_params)
+    gram = kernel_from_sq_distances(pair_sq, result.kernel, params)
+    linear = kernel_from_sq_distances(node_sq, result.kernel, params)
     gram = gram + result.ridge * np.eye(len(linear))
     return gram, linear
 
@@ -502,6 +619,9 @@ def grouped_nnk(
         Over the ``n_clouds * n_points`` stacked points (cloud ``c`` holds rows
         ``c * n_points ... (c + 1) * n_points - 1``); the adjacency is block diagonal.
         ``kernel_params["sigma"]`` is the mean of the per-cloud bandwidths (Gaussian kernel).
+        Each cloud is brought to unit scale by its own power of two before its distances are
+        formed, as :func:`nnk_graph` does, and ``sq_distances`` are returned in the input's
+        units.
     """
     points = np.asarray(features, dtype=np.float64)
     if points.ndim != 3:
@@ -511,11 +631,11 @@ def grouped_nnk(
         raise ValueError(f"k must satisfy 1 <= k < n_points={n_points}; got {k}.")
     check_features(points.reshape(-1, dim), min_rows=1)
     check_choice(kernel, KERNELS, "kernel")
-    points = kernel_space(points, kernel)
+    points, scale = _unit_clouds(points, kernel)
     local, sq_dist, cand_pairs = _cloud_candidates(points, k)
     if kernel == "gaussian":
         sigma = gaussian_bandwidth(sq_dist)  # per cloud, as nnk_graph on that cloud
-        params = {"sigma": float(sigma.mean())}
+        params = {"sigma": float((sigma * scale[:, 0, 0]).mean())}  # in the input's units
         linear = kernel_from_sq_distances(sq_dist, kernel, {"sigma": sigma[:, None, None]})
         gram = kernel_from_sq_distances(cand_pairs, kernel, {"sigma": sigma[:, None, None, None]})
     else:
@@ -530,12 +650,34 @@ def grouped_nnk(
     theta, residual = theta.numpy(), residual.numpy()
     errors = reconstruction_error(gram, linear, theta, ridge)
     neighbors = (local + (np.arange(n_clouds) * n_points)[:, None, None]).reshape(-1, k)
+    sq_dist = sq_to_input_units(sq_dist, scale)
     return NNKResult(
         neighbors=neighbors, weights=theta, errors=errors, sq_distances=sq_dist.reshape(-1, k),
         kernel_values=linear, adjacency=symmetrize(neighbors, theta, errors), kernel=kernel,
         kernel_params=params, kkt_tol=tol, kkt_residual=residual, n_iterations=n_iter,
         ridge=ridge,
     )
+
+
+def _unit_clouds(points: np.ndarray, kernel: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each cloud in the kernel's space at unit scale, as :func:`nnk_graph` on that cloud.
+
+    Parameters
+    ----------
+    points : np.ndarray, shape (n_clouds, n_points, dim)
+    kernel : {"cosine", "gaussian"}
+
+    Returns
+    -------
+    unit : np.ndarray, shape (n_clouds, n_points, dim)
+    scale : np.ndarray, shape (n_clouds, 1, 1)
+        The power of two each cloud was divided by (1 for the cosine kernel).
+    """
+    points = kernel_space(points, kernel)
+    if kernel == "cosine":
+        return points, np.ones((len(points), 1, 1))
+    scale = power_of_two_floor(np.abs(points).max(axis=(1, 2), keepdims=True))
+    return points / scale, scale
 
 
 def _cloud_candidates(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -551,7 +693,7 @@ def _cloud_candidates(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     local : np.ndarray, shape (n_clouds, n_points, k)
         Candidate indices within the cloud, nearest first (ties in index order).
     sq_dist : np.ndarray, shape (n_clouds, n_points, k)
-        Squared distances to the candidates.
+        Squared distances to the candidates (in the units of ``points``).
     cand_pairs : np.ndarray, shape (n_clouds, n_points, k, k)
         Squared distances between the candidates of each point.
     """
