@@ -1,8 +1,10 @@
-"""The one permutation p-value, against a direct count and on exchangeable data."""
+"""Shared statistics: permutation p-values, multiplicity, verdicts, effect sizes and reliability."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from sslgeom import stats
 from sslgeom.stats import permutation_pvalue
 
 
@@ -44,3 +46,117 @@ def test_uniform_under_the_null():
 def test_empty_null_is_refused():
     with pytest.raises(ValueError, match="at least one"):
         permutation_pvalue(0.1, np.array([]))
+
+
+# --------------------------------------------------------------------------- exact p, multiplicity, formatting
+
+
+def test_exact_pvalue_counts_the_observed_assignment_itself():
+    null_all = np.array([0.1, 0.5, 0.9, 0.9])  # an enumeration; 0.9 is the observed assignment's value
+    assert stats.exact_pvalue(0.9, null_all) == pytest.approx(2 / 4)
+    assert stats.exact_pvalue(0.1, null_all) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="include"):
+        stats.exact_pvalue(2.0, null_all)
+
+
+def test_bh_matches_statsmodels_and_keeps_shape():
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.array([[0.001, 0.2], [0.03, 0.04], [0.5, 0.012]])
+    reject, adjusted = stats.bh(p, q=0.05)
+    reference = multipletests(p.ravel(), alpha=0.05, method="fdr_bh")
+    assert adjusted.shape == (3, 2)
+    np.testing.assert_allclose(adjusted.ravel(), reference[1])
+    np.testing.assert_array_equal(reject.ravel(), reference[0])
+    with pytest.raises(ValueError, match="NaN"):
+        stats.bh([0.1, np.nan])
+
+
+def test_permutations_needed_is_the_least_b_with_which_bh_can_reject():
+    assert stats.permutations_needed(20, 0.05) == 399  # floor 1/400 = 0.05/20
+    assert stats.permutations_needed(1, 0.05) == 19
+    for m, q in [(20, 0.05), (7, 0.1), (48, 0.05)]:
+        b = stats.permutations_needed(m, q)
+        for n_perm, can in [(b, True), (b - 1, False)]:
+            floor = 1 / (n_perm + 1)
+            p = np.r_[floor, np.ones(m - 1)]  # the best case: one test beats every permutation
+            assert stats.bh(p, q)[0].any() == can, (m, q, n_perm)
+
+
+def test_format_pvalue_writes_the_floor_as_less_than():
+    assert stats.format_pvalue(0.001, n_permutations=999) == "< 0.001"
+    assert stats.format_pvalue(1 / 400, n_permutations=399) == "< 0.0025"
+    assert stats.format_pvalue(0.0123, n_permutations=999) == "0.012"
+    assert stats.format_pvalue(1 / 210) == "0.0048"  # exact tests: the floor is exact
+    assert stats.format_pvalue(float("nan")) == "n/a"
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def test_verdict_each_branch():
+    assert stats.verdict(0.01, power=0.3) == stats.SUPPORTED
+    assert stats.verdict(0.05, power=0.3) == stats.SUPPORTED  # BH rejects at p_adj <= q
+    assert stats.verdict(0.4, power=0.9) == stats.NOT_SUPPORTED
+    assert stats.verdict(0.4, power=0.3, interval=(-0.2, 0.1), minimal_effect=0.3) == stats.NOT_SUPPORTED
+    assert stats.verdict(0.4, power=0.3) == stats.CANNOT_TELL
+    assert stats.verdict(0.4, power=0.3, interval=(-0.2, 0.5), minimal_effect=0.3) == stats.CANNOT_TELL
+    assert stats.verdict(0.4, power=float("nan")) == stats.CANNOT_TELL
+    assert stats.verdict(float("nan"), power=0.95) == stats.NOT_SUPPORTED
+
+
+# --------------------------------------------------------------------------- effect sizes and reliability
+
+
+def test_partial_eta_squared_against_a_hand_computed_example():
+    # 2 paradigms x 2 backbones x 2 replicates, balanced. Grand mean 4.5; paradigm means 2.5 / 6.5:
+    # SS_paradigm = 4 * 2^2 + 4 * 2^2 = 32; backbone means 4 / 5: SS_backbone = 2; additive fit
+    # 2, 3, 6, 7 leaves residuals +-1: SS_residual = 8 (SS_total 42 = 32 + 2 + 8).
+    # partial eta^2 = 32 / (32 + 8) = 0.8; F = (32 / 1) / (8 / 5) = 20.
+    y = [1, 3, 2, 4, 5, 7, 8, 6]
+    factors = pd.DataFrame({"paradigm": list("AAAABBBB"), "backbone": list("ccrrccrr")})
+    values = pd.DataFrame({"metric": y}, dtype=float)
+    table = stats.partial_eta_squared(values, factors, "paradigm", ["backbone"])
+    assert table.loc["metric", "eta2_partial"] == pytest.approx(0.8)
+    assert table.loc["metric", "F"] == pytest.approx(20.0)
+    assert (table.loc["metric", "df_effect"], table.loc["metric", "df_residual"]) == (1, 5)
+    # a one-level covariate is dropped: plain eta^2 = 32 / 42
+    one = stats.partial_eta_squared(values, factors.assign(backbone="c"), "paradigm", ["backbone"])
+    assert one.loc["metric", "eta2_partial"] == pytest.approx(32 / 42)
+
+
+def test_icc_against_shrout_fleiss_1979():
+    # Shrout & Fleiss (1979), table 2: 6 targets x 4 judges; published ICC(1,1) .17, ICC(2,1) .29,
+    # ICC(1,4) .44, ICC(2,4) .62
+    table = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]])
+    assert stats.icc(table, "1") == pytest.approx(0.17, abs=0.005)
+    assert stats.icc(table, "2") == pytest.approx(0.29, abs=0.005)
+    assert stats.icc(table, "1k") == pytest.approx(0.44, abs=0.005)
+    assert stats.icc(table, "2k") == pytest.approx(0.62, abs=0.005)
+    # by hand from the mean squares: MSR = 11.24, MSW = 6.26
+    assert stats.icc(table, "1k") == pytest.approx((11.2417 - 6.2639) / 11.2417, abs=1e-4)
+    with pytest.raises(ValueError, match="unknown ICC kind"):
+        stats.icc(table, "3")
+
+
+def test_variance_components_recover_the_simulated_sds():
+    rng = np.random.default_rng(0)
+    units = np.repeat(np.arange(200), 3)
+    values = rng.normal(scale=2.0, size=200)[units] + rng.normal(scale=0.5, size=600)
+    between, within = stats.variance_components(values, units)
+    assert between[0] == pytest.approx(2.0, rel=0.1) and within[0] == pytest.approx(0.5, rel=0.1)
+
+
+def test_reliability_of_accuracies_from_per_example_correctness():
+    rng = np.random.default_rng(1)
+    ability = np.linspace(0.5, 0.9, 12)
+    distinct = rng.random((12, 2000)) < ability[:, None]
+    same = rng.random((12, 2000)) < 0.7
+    high, splits = stats.split_half_reliability(distinct, n_splits=50, seed=0)
+    assert high > 0.95 and splits.shape == (50,)
+    assert abs(stats.split_half_reliability(same, n_splits=50, seed=0)[0]) < 0.3
+    reliability, se = stats.bootstrap_reliability(distinct, n_boot=200, seed=0)
+    assert reliability > 0.95 and se.shape == (12,)
+    # binomial SE sqrt(p (1 - p) / n)
+    np.testing.assert_allclose(se, np.sqrt(distinct.mean(1) * (1 - distinct.mean(1)) / 2000), rtol=0.25)
+    assert stats.bootstrap_reliability(same, n_boot=200, seed=0)[0] < 0.5

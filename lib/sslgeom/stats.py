@@ -1,10 +1,39 @@
-"""Small statistical helpers shared by the paradigm and the prediction statistics."""
+"""Statistical helpers shared by the claims: p-values, multiplicity, verdicts, effect sizes, reliability.
+
+- p-values: :func:`permutation_pvalue` (Monte Carlo), :func:`exact_pvalue` (complete enumeration);
+- multiplicity: :func:`bh`, :func:`permutations_needed`, :func:`format_pvalue`;
+- the verdict on a claim: :func:`verdict`;
+- effect sizes and variance: :func:`partial_eta_squared` (statsmodels type II ANOVA),
+  :func:`variance_components`;
+- reliability: :func:`icc`, :func:`split_half_reliability`, :func:`bootstrap_reliability`.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+from collections.abc import Sequence
 
-__all__ = ["TIE_TOLERANCE", "permutation_pvalue"]
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "TIE_TOLERANCE",
+    "permutation_pvalue",
+    "exact_pvalue",
+    "bh",
+    "permutations_needed",
+    "format_pvalue",
+    "SUPPORTED",
+    "NOT_SUPPORTED",
+    "CANNOT_TELL",
+    "verdict",
+    "partial_eta_squared",
+    "variance_components",
+    "ICC_KINDS",
+    "icc",
+    "split_half_reliability",
+    "bootstrap_reliability",
+]
 
 # Null values within this (relative) distance of the observed value count as ties, and ties count
 # against the observed value: a statistic recomputed on a relabelling that happens to equal the
@@ -36,3 +65,351 @@ def permutation_pvalue(observed, null) -> np.ndarray | float:
     exceed = (null >= observed_array - tolerance).sum(axis=0)
     p_value = (1.0 + exceed) / (1.0 + len(null))
     return float(p_value) if np.ndim(p_value) == 0 else p_value
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact p-values, multiplicity and how to write p-values
+# ---------------------------------------------------------------------------------------------
+
+def exact_pvalue(observed: float, null_all) -> float:
+    """Exact permutation p-value ``#{null_all >= observed} / len(null_all)``.
+
+    For a complete enumeration of the permutation group, ``null_all`` already holds the observed
+    assignment's statistic, so there is no ``+ 1``; the smallest value is ``1 / len(null_all)``.
+    Ties (within :data:`TIE_TOLERANCE`, relative) count against the observed value; NaN counts as
+    smaller.
+
+    Parameters
+    ----------
+    observed : float
+    null_all : array, shape (n_assignments,)
+        The statistic on every assignment of the enumeration, the observed one included.
+    """
+    null_all = np.nan_to_num(np.asarray(null_all, dtype=np.float64).reshape(-1), nan=-np.inf)
+    if len(null_all) == 0:
+        raise ValueError("null_all must hold the statistic of every enumerated assignment (at least one).")
+    tolerance = TIE_TOLERANCE * max(1.0, abs(float(observed)))
+    count = int(np.sum(null_all >= observed - tolerance))
+    if count == 0:
+        raise ValueError("the observed statistic exceeds every enumerated one: the enumeration must include "
+                         "the observed assignment.")
+    return count / len(null_all)
+
+
+def bh(pvalues, q: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Benjamini-Hochberg: which tests are rejected at false discovery rate ``q``, and adjusted p-values.
+
+    A thin wrapper of ``statsmodels.stats.multitest.multipletests(method="fdr_bh")`` that keeps
+    the input's shape (e.g. a targets x predictors grid is corrected as one family).
+
+    Parameters
+    ----------
+    pvalues : array, any shape
+        No NaN: a test that was not run does not belong to the family.
+    q : float
+        False discovery rate.
+
+    Returns
+    -------
+    reject : bool array, same shape
+        ``adjusted <= q``.
+    adjusted : array, same shape
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.size == 0 or not np.all(np.isfinite(p)):
+        raise ValueError("pvalues must be a non-empty array without NaN; leave tests that were not run out of the family.")
+    if not 0 < q < 1:
+        raise ValueError(f"q must be in (0, 1); got {q}.")
+    reject, adjusted, _, _ = multipletests(p.reshape(-1), alpha=q, method="fdr_bh")
+    return reject.reshape(p.shape), adjusted.reshape(p.shape)
+
+
+def permutations_needed(n_tests: int, q: float = 0.05) -> int:
+    """Fewest Monte Carlo permutations with which Benjamini-Hochberg can reject anything at all.
+
+    BH rejects only if the smallest p-value is at most ``q / m``; a permutation p-value is at least
+    ``1 / (B + 1)``. So ``B + 1 >= m / q``: about ``m / q`` permutations (20 tests at ``q = 0.05``:
+    399, whose floor 1/400 equals q/m). This is a bare minimum (reached only when the observed
+    statistic beats every permuted one); with an exact enumeration the analogous condition is
+    ``n_assignments >= m / q``.
+    """
+    n_tests = int(n_tests)
+    if n_tests < 1 or not 0 < q < 1:
+        raise ValueError(f"need n_tests >= 1 and 0 < q < 1; got {n_tests}, {q}.")
+    # the small slack keeps float division (e.g. 20 / 0.05) from rounding up by one
+    return max(1, math.ceil(n_tests / q - 1e-9) - 1)
+
+
+def _significant(value: float, digits: int) -> str:
+    return np.format_float_positional(value, precision=digits, unique=False, fractional=False, trim="-")
+
+
+def format_pvalue(p: float, n_permutations: int | None = None, digits: int = 2) -> str:
+    """Write a p-value; a Monte Carlo p-value at its floor reads ``"< 1/(B+1)"``, e.g. ``"< 0.001"``.
+
+    Parameters
+    ----------
+    p : float
+    n_permutations : int, optional
+        B of a Monte Carlo permutation test, whose p-value cannot go below ``1 / (B + 1)``; at that
+        floor the true p-value can be anything smaller, hence ``<``. Leave out for exact tests
+        (their smallest p-value is exact, and is written as it is).
+    digits : int
+        Significant digits.
+    """
+    if not np.isfinite(p):
+        return "n/a"
+    if n_permutations is not None:
+        floor = 1.0 / (int(n_permutations) + 1)
+        if p <= floor * (1 + 1e-9):
+            return f"< {_significant(floor, digits)}"
+    return _significant(float(p), digits)
+
+
+# ---------------------------------------------------------------------------------------------
+# The verdict on a claim
+# ---------------------------------------------------------------------------------------------
+
+SUPPORTED, NOT_SUPPORTED, CANNOT_TELL = "supported", "not supported", "this design cannot tell"
+
+
+def verdict(
+    p_adjusted: float,
+    power: float,
+    *,
+    q: float = 0.05,
+    power_threshold: float = 0.8,
+    interval: tuple[float, float] | None = None,
+    minimal_effect: float | None = None,
+) -> str:
+    """Verdict on a claim from its test, its estimate's interval and the design's power.
+
+    The rule, in order:
+
+    1. ``"supported"`` if the claim's test is rejected: ``p_adjusted <= q`` (the BH-adjusted
+       p-value, one-sided in the claim's direction; ``<=`` is the rejection rule of BH).
+    2. ``"not supported"`` if it is not rejected and the design could have seen an effect that
+       matters: the power at the minimal effect of interest is at least ``power_threshold``, or
+       the interval of the estimate lies entirely below ``minimal_effect`` (the data exclude an
+       effect that large).
+    3. ``"this design cannot tell"`` otherwise: a non-rejection from a design too weak to detect
+       the minimal effect is absence of evidence, not evidence of absence.
+
+    Parameters
+    ----------
+    p_adjusted : float
+        BH-adjusted p-value of the test (NaN: not tested, never "supported").
+    power : float
+        Power of this test on this design at ``minimal_effect`` (NaN if unknown).
+    q : float
+        False discovery rate.
+    power_threshold : float
+    interval : (low, high), optional
+        Confidence interval of the effect estimate, on the scale of ``minimal_effect``.
+    minimal_effect : float, optional
+        Smallest effect that would matter.
+
+    Returns
+    -------
+    str
+        :data:`SUPPORTED`, :data:`NOT_SUPPORTED` or :data:`CANNOT_TELL`.
+    """
+    if np.isfinite(p_adjusted) and p_adjusted <= q:
+        return SUPPORTED
+    powered = np.isfinite(power) and power >= power_threshold
+    excluded = interval is not None and minimal_effect is not None and np.isfinite(interval[1]) \
+        and interval[1] < minimal_effect
+    return NOT_SUPPORTED if (powered or excluded) else CANNOT_TELL
+
+
+# ---------------------------------------------------------------------------------------------
+# Effect sizes and reliability
+# ---------------------------------------------------------------------------------------------
+
+def partial_eta_squared(
+    values: pd.DataFrame, factors: pd.DataFrame, effect: str, covariates: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Partial eta squared of one factor, adjusted for others, per column (statsmodels type II ANOVA).
+
+    For each column ``y`` of ``values``: OLS ``y ~ C(effect) + C(covariate) + ...`` and
+    ``anova_lm(typ=2)``; ``eta2_partial = SS_effect / (SS_effect + SS_residual)``, where the type
+    II ``SS_effect`` is the drop in residual sum of squares when the effect joins the covariates.
+    Covariates with a single level are left out (e.g. backbone within one backbone).
+
+    Parameters
+    ----------
+    values : pandas.DataFrame, shape (n_models, n_metrics)
+    factors : pandas.DataFrame, shape (n_models, n_factors)
+        Same index as ``values``; categorical columns ``effect`` and ``covariates``.
+    effect : str
+    covariates : sequence of str
+
+    Returns
+    -------
+    pandas.DataFrame, shape (n_metrics, 5)
+        Index: metrics; columns ``eta2_partial, F, df_effect, df_residual, p_anova``. ``p_anova``
+        is the parametric F-test p-value, which treats rows as independent.
+    """
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    if not values.index.equals(factors.index):
+        raise ValueError("values and factors must have the same index (one row per model, same order).")
+    kept = [c for c in covariates if factors[c].nunique() > 1]
+    data = pd.DataFrame({f"f{i}": factors[c].astype(str).to_numpy() for i, c in enumerate([effect, *kept])})
+    formula = "y ~ " + " + ".join(f"C(f{i})" for i in range(1 + len(kept)))
+    rows = {}
+    for column in values.columns:
+        fit = smf.ols(formula, data=data.assign(y=values[column].to_numpy(dtype=np.float64))).fit()
+        table = anova_lm(fit, typ=2)
+        ss_effect, ss_residual = table.loc["C(f0)", "sum_sq"], table.loc["Residual", "sum_sq"]
+        total = ss_effect + ss_residual
+        rows[column] = {"eta2_partial": ss_effect / total if total > 0 else np.nan,
+                        "F": table.loc["C(f0)", "F"], "df_effect": table.loc["C(f0)", "df"],
+                        "df_residual": table.loc["Residual", "df"], "p_anova": table.loc["C(f0)", "PR(>F)"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def variance_components(values, units) -> tuple[np.ndarray, np.ndarray]:
+    """Between-unit and within-unit standard deviations per column (one-way random effects, ANOVA estimator).
+
+    ``within`` is the pooled seed-to-seed SD (``sqrt(MS_within)``); ``between`` is
+    ``sqrt(max(0, (MS_between - MS_within) / n0))`` with ``n0 = (N - sum n_u^2 / N) / (a - 1)``
+    (the mean unit size for balanced designs).
+
+    Parameters
+    ----------
+    values : array, shape (n_rows,) or (n_rows, n_columns)
+    units : sequence, shape (n_rows,)
+
+    Returns
+    -------
+    between, within : arrays, shape (n_columns,)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[:, None] if values.ndim == 1 else values
+    _, codes = np.unique(np.asarray(units), return_inverse=True)
+    sizes = np.bincount(codes).astype(np.float64)
+    n, a = len(codes), len(sizes)
+    if a < 2 or n <= a:
+        raise ValueError(f"need at least 2 units and replicates within units; got {a} units, {n} rows.")
+    means = np.zeros((a, values.shape[1]))
+    np.add.at(means, codes, values)
+    means /= sizes[:, None]
+    ms_within = ((values - means[codes]) ** 2).sum(axis=0) / (n - a)
+    ms_between = (sizes[:, None] * (means - values.mean(axis=0)) ** 2).sum(axis=0) / (a - 1)
+    n0 = (n - np.sum(sizes**2) / n) / (a - 1)
+    return np.sqrt(np.maximum(0.0, (ms_between - ms_within) / n0)), np.sqrt(ms_within)
+
+
+#: Kinds of :func:`icc`.
+ICC_KINDS: tuple[str, ...] = ("1", "1k", "2", "2k")
+
+
+def icc(table, kind: str = "1k") -> float:
+    """Intraclass correlation of a complete (targets x raters) table, Shrout & Fleiss (1979).
+
+    Here targets are methods and raters are seeds: how reliably do seeds agree on a method's value
+    (e.g. its transfer accuracy)? With ``MSR`` between methods, ``MSW`` within methods, ``MSC``
+    between seeds and ``MSE`` the two-way residual, ``k`` seeds and ``n`` methods:
+
+    - ``"1"``: ICC(1,1) ``(MSR - MSW) / (MSR + (k - 1) MSW)``, one seed's reliability;
+    - ``"1k"``: ICC(1,k) ``(MSR - MSW) / MSR``, the reliability of a method's mean over k seeds;
+    - ``"2"``: ICC(2,1) ``(MSR - MSE) / (MSR + (k - 1) MSE + k (MSC - MSE) / n)``;
+    - ``"2k"``: ICC(2,k) ``(MSR - MSE) / (MSR + (MSC - MSE) / n)``.
+
+    The default is ICC(1,k): seeds are nested in methods (seed 0 of one method has nothing to do
+    with seed 0 of another), so the one-way model is the right one, and method means over k seeds
+    are what the analyses use. The two-way kinds are for crossed raters.
+
+    Parameters
+    ----------
+    table : array or DataFrame, shape (n_targets, k_raters)
+        Complete: no NaN.
+    kind : {"1", "1k", "2", "2k"}
+    """
+    from .validation import check_choice
+
+    check_choice(kind, ICC_KINDS, "ICC kind")
+    y = np.asarray(table, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] < 2 or y.shape[1] < 2 or not np.all(np.isfinite(y)):
+        raise ValueError(f"table must be a complete (targets, raters) array with at least 2 of each; got {y.shape}.")
+    n, k = y.shape
+    grand = y.mean()
+    row_means, col_means = y.mean(axis=1), y.mean(axis=0)
+    msr = k * np.sum((row_means - grand) ** 2) / (n - 1)
+    ss_within = np.sum((y - row_means[:, None]) ** 2)
+    msw = ss_within / (n * (k - 1))
+    ss_cols = n * np.sum((col_means - grand) ** 2)
+    msc = ss_cols / (k - 1)
+    mse = (ss_within - ss_cols) / ((n - 1) * (k - 1))
+    value = {
+        "1": (msr - msw) / (msr + (k - 1) * msw),
+        "1k": (msr - msw) / msr,
+        "2": (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n),
+        "2k": (msr - mse) / (msr + (msc - mse) / n),
+    }[kind]
+    return float(value)
+
+
+def _correct_matrix(correct) -> np.ndarray:
+    correct = np.asarray(correct, dtype=np.float64)
+    if correct.ndim != 2 or correct.shape[0] < 3 or correct.shape[1] < 4:
+        raise ValueError(f"correct must be (n_models >= 3, n_examples >= 4) per-example correctness; got {correct.shape}.")
+    return correct
+
+
+def split_half_reliability(correct, n_splits: int = 200, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Split-half reliability of per-model accuracies, Spearman-Brown corrected, over random splits.
+
+    Each split divides the test examples (the same split for every model) into two random halves;
+    the Pearson correlation ``r`` across models of the two half-accuracies, stepped up to the full
+    test set by Spearman-Brown ``2 r / (1 + r)``, says how much of the spread of accuracies across
+    models is not test-set sampling noise.
+
+    Parameters
+    ----------
+    correct : array, shape (n_models, n_examples)
+        1 where a model classified an example correctly.
+    n_splits : int
+    seed : int
+
+    Returns
+    -------
+    mean : float
+        Mean of the corrected reliabilities.
+    values : array, shape (n_splits,)
+    """
+    correct = _correct_matrix(correct)
+    rng = np.random.default_rng(seed)
+    half = correct.shape[1] // 2
+    values = np.empty(n_splits)
+    for i in range(n_splits):
+        order = rng.permutation(correct.shape[1])
+        a, b = correct[:, order[:half]].mean(axis=1), correct[:, order[half:2 * half]].mean(axis=1)
+        r = np.corrcoef(a, b)[0, 1] if a.std() > 0 and b.std() > 0 else np.nan
+        values[i] = 2 * r / (1 + r)
+    return float(np.nanmean(values)), values
+
+
+def bootstrap_reliability(correct, n_boot: int = 500, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Reliability of per-model accuracies from a bootstrap over test examples.
+
+    Resampling examples (jointly for all models) gives each model's accuracy a standard error;
+    reliability ``1 - mean(SE^2) / var(accuracy across models)`` is the share of the spread of
+    accuracies that is not test-set noise.
+
+    Returns
+    -------
+    reliability : float
+    standard_errors : array, shape (n_models,)
+    """
+    correct = _correct_matrix(correct)
+    rng = np.random.default_rng(seed)
+    draws = np.stack([correct[:, rng.integers(0, correct.shape[1], correct.shape[1])].mean(axis=1)
+                      for _ in range(n_boot)])  # (n_boot, n_models)
+    se = draws.std(axis=0, ddof=1)
+    spread = correct.mean(axis=1).var(ddof=1)
+    return float(1 - np.mean(se**2) / spread) if spread > 0 else float("nan"), se
