@@ -4,12 +4,16 @@ Per node ``i`` with neighbour set ``N_i`` (NNK: the candidates with positive wei
 baseline: all ``k`` candidates) the metrics are
 
 - ``n_neighbors``: ``|N_i|``, a proxy for the local intrinsic dimension (constant ``k`` for kNN);
+  how it maps to a dimension depends on the kernel, ``k``, sampling and noise: see the
+  calibration in :mod:`sslgeom.dimension`;
 - ``degree``: degree of ``i`` in the symmetric graph (NNK adjacency, or the symmetrised kNN graph);
 - ``diameter``: ``max_{j, l in N_i} ||x_j - x_l||``, the spread of the neighbourhood polytope;
 - ``subspace_angle``: mean over ``j in N_i`` of the largest principal angle (radians) between
   the tangent subspaces ``T_i`` and ``T_j``; ``T_i`` is spanned by the leading right singular
   vectors of the offsets ``{x_j - x_i : j in N_i}`` (see ``tangent_dim``). About 0 on flat data,
-  about ``edge length / R`` on a sphere of radius ``R``;
+  about ``edge length / R`` on a sphere of radius ``R``, so it shrinks as sampling gets denser
+  (the paper's kind of metric, kept as such); :mod:`sslgeom.curvature` divides by the edge
+  length for a density-invariant curvature estimate of the book's own;
 - ``tangent_dim``: the dimension of ``T_i`` used;
 - ``error``: kernel-space reconstruction error
   ``||phi(x_i) - sum_j w_ij phi(x_j)||^2`` (NNK: the NNK weights; kNN: kernel-weighted average

@@ -9,6 +9,12 @@ manifold graph metrics are checked (tests and the metrics chapter).
 - :func:`circle`: a circle of radius ``R`` (dimension 1, curvature ``1 / R``).
 - :func:`sphere`: a ``d``-sphere of radius ``R`` (dimension ``d``, curvature ``1 / R``).
 - :func:`swiss_roll`: the rolled-up 2-D sheet (dimension 2, curvature varying along the roll).
+- :func:`torus`: the flat ``d``-torus, a product of ``d`` circles (dimension ``d``, intrinsically
+  flat, extrinsically curved: ``1 / R`` along each circle).
+- :func:`offset_manifold`: any of the flat patch, sphere or torus translated away from the origin
+  along a direction orthogonal to it, then noised. The cosine kernel sees only directions: a
+  manifold centred on the origin loses a dimension when its rows are L2-normalised (a centred
+  ``d``-flat becomes the ``(d-1)``-sphere), an offset one keeps its dimension.
 """
 
 from __future__ import annotations
@@ -142,3 +148,100 @@ def swiss_roll(
     if return_coords:
         return points, np.column_stack([t, height])
     return points
+
+
+def torus(n_points: int, intrinsic_dim: int = 2, radius: float = 1.0, ambient_dim: int = 64, *,
+          noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Points uniform on the flat ``intrinsic_dim``-torus, circles of radius ``radius`` multiplied.
+
+    Circle ``m`` lives in coordinates ``(2m, 2m + 1)``, so the torus needs ``2 * intrinsic_dim``
+    coordinates; it is intrinsically flat and every circle has curvature ``1 / radius``.
+
+    Parameters
+    ----------
+    n_points, intrinsic_dim, ambient_dim : int
+    radius : float
+        Radius of every circle.
+    noise : float
+        Standard deviation of isotropic Gaussian noise added in the ambient space.
+    seed : int
+
+    Returns
+    -------
+    np.ndarray, shape (n_points, ambient_dim)
+    """
+    _check_sizes(n_points, intrinsic_dim, ambient_dim, extra=intrinsic_dim)
+    if radius <= 0:
+        raise ValueError(f"radius must be positive, got {radius}.")
+    coords = _torus_coords(n_points, intrinsic_dim, radius, seed)
+    return _embed(coords, ambient_dim, seed + 1, noise)
+
+
+def _torus_coords(n_points: int, intrinsic_dim: int, radius: float, seed: int) -> np.ndarray:
+    angles = np.random.default_rng(seed).uniform(0.0, 2.0 * np.pi, size=(n_points, intrinsic_dim))
+    return radius * np.stack([np.cos(angles), np.sin(angles)], axis=-1).reshape(n_points, -1)
+
+
+#: Kinds of :func:`offset_manifold`, with the coordinates each needs beyond its dimension.
+OFFSET_KINDS: dict[str, str] = {
+    "flat": "cube of half side `size` (curvature 0)",
+    "sphere": "sphere of radius `size` (curvature 1 / size)",
+    "torus": "flat torus, circles of radius `size` (extrinsic curvature 1 / size)",
+}
+
+
+def offset_manifold(
+    kind: str,
+    n_points: int,
+    intrinsic_dim: int,
+    ambient_dim: int = 64,
+    *,
+    size: float = 1.0,
+    offset: float = 2.0,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """A flat patch, sphere or torus at distance ``offset`` from the origin, plus noise.
+
+    The manifold's coordinates get one extra coordinate, constant ``offset``, before the random
+    rotation into the ambient space: the translation is orthogonal to the manifold's own span, so
+    ``offset`` is exactly the distance from the origin to the manifold's centre (and to the
+    nearest point of the flat patch's plane). Noise is added last, in all ambient coordinates.
+
+    Parameters
+    ----------
+    kind : {"flat", "sphere", "torus"}
+        See :data:`OFFSET_KINDS`. ``"flat"`` is :func:`linear_subspace`'s cube, ``"sphere"`` the
+        ``intrinsic_dim``-sphere (``intrinsic_dim + 1`` coordinates), ``"torus"`` :func:`torus`
+        (``2 * intrinsic_dim`` coordinates).
+    n_points, intrinsic_dim, ambient_dim : int
+    size : float
+        Half side of the cube, or radius of the sphere / of the torus's circles.
+    offset : float
+        Distance of the centre from the origin; 0 gives the centred manifold.
+    noise : float
+        Standard deviation of isotropic Gaussian noise in the ambient space.
+    seed : int
+
+    Returns
+    -------
+    np.ndarray, shape (n_points, ambient_dim)
+    """
+    if kind not in OFFSET_KINDS:
+        raise ValueError(f"kind must be one of {tuple(OFFSET_KINDS)}, got {kind!r}.")
+    if not (np.isfinite(size) and size > 0):
+        raise ValueError(f"size must be a positive finite number, got {size!r}.")
+    if not (np.isfinite(offset) and offset >= 0):
+        raise ValueError(f"offset must be a non-negative finite number, got {offset!r}.")
+    extra = {"flat": 0, "sphere": 1, "torus": intrinsic_dim}[kind]
+    _check_sizes(n_points, intrinsic_dim, ambient_dim, extra=extra + 1)
+    rng = np.random.default_rng(seed)
+    if kind == "flat":
+        coords = rng.uniform(-size, size, size=(n_points, intrinsic_dim))
+    elif kind == "sphere":
+        directions = rng.standard_normal((n_points, intrinsic_dim + 1))
+        coords = size * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    else:
+        coords = _torus_coords(n_points, intrinsic_dim, size, seed)
+    coords = np.column_stack([coords, np.full(n_points, float(offset))])
+    return _embed(coords, ambient_dim, seed + 1, noise)
