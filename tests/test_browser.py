@@ -156,6 +156,23 @@ def test_every_page_reads_offline(book_html):
         assert report.screenshot is not None and report.screenshot.stat().st_size > 0
 
 
+def test_api_reference_covers_every_module():
+    """Each module of the package is documented on one API page (so a new module is not forgotten)."""
+    modules = {p.stem for p in (REPO / "lib" / "sslgeom").glob("*.py") if p.stem != "__init__"}
+    documented = re.findall(r"\.\. automodule:: sslgeom\.(\w+)", "".join(
+        page.read_text() for page in (REPO / "book" / "api").glob("*.md")))
+    assert sorted(documented) == sorted(set(documented)), "a module is documented twice"
+    assert set(documented) == modules
+
+
+@browser_test
+def test_api_pages_are_built_from_the_docstrings(book_html):
+    graphs = (book_html / "book" / "api" / "graphs.html").read_text()
+    assert 'id="sslgeom.nnk.nnk_graph"' in graphs and "NNKResult" in graphs
+    statistics = (book_html / "book" / "api" / "statistics.html").read_text()
+    assert 'id="sslgeom.permanova.nested_permanova"' in statistics
+
+
 # `{glue:text}`../chapters/<stem>.ipynb::<key>:<format>`` in a prose page pastes a value from a chapter.
 GLUE_FROM_CHAPTER = re.compile(r"\{glue(?::text)?\}`\.\./chapters/([\w-]+)\.ipynb::(\w+)")
 

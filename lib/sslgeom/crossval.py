@@ -56,7 +56,7 @@ def _unit_cv_columns(
     """Leave-one-unit-out predictions of every column of ``y`` (n, m) from ``x`` (n, p).
 
     For each unit, using the other units' rows only: keep the ``n_select`` descriptors with the
-    largest |Spearman| with the target (all when ``None``), standardise them, fit a ridge whose
+    largest absolute Spearman correlation with the target (all when ``None``), standardise them, fit a ridge whose
     penalty is chosen by exact leave-one-*model*-out within the training units
     (:func:`sslgeom.prediction._ridge_fit`; it never sees the held-out unit), and predict the
     unit's rows. Target columns are independent problems batched together.
@@ -154,7 +154,7 @@ def lomo_predict(
     unit : str
         Design column whose values leave together.
     n_select : int, optional
-        Descriptors kept per fold by |Spearman| with the target on the training units (``None``: all).
+        Descriptors kept per fold by absolute Spearman correlation with the target on the training units (``None``: all).
     alphas : sequence of float
         Ridge penalties.
 

@@ -122,7 +122,7 @@ def regression_scores(measured: np.ndarray, predicted: np.ndarray) -> dict[str, 
 
 
 def _select_columns(x: np.ndarray, y: np.ndarray, n_select: int) -> np.ndarray:
-    """For each target column, the ``n_select`` columns of ``x`` with the largest |Spearman| with it.
+    """For each target column, the ``n_select`` columns of ``x`` with the largest absolute Spearman correlation with it.
 
     Parameters
     ----------
@@ -253,7 +253,7 @@ def loo_predict(
     """Predict a per-model score from descriptors with leave-one-model-out cross-validation.
 
     For each held-out model, using the other models only: keep the ``n_select`` descriptors with
-    the largest |Spearman| correlation with the target, standardise them, fit a ridge regression
+    the largest absolute Spearman correlation with the target, standardise them, fit a ridge regression
     whose penalty is chosen by (inner, efficient) leave-one-out over ``alphas``, and predict the
     held-out model. Nothing computed in a fold sees the held-out model.
 
