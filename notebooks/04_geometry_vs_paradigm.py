@@ -50,7 +50,7 @@ from IPython.display import display
 from myst_nb import glue
 from scipy.cluster.hierarchy import dendrogram
 
-from sslgeom import geometry, mgm, paradigm, params, plots, zoo
+from sslgeom import export, geometry, mgm, paradigm, params, plots, zoo
 
 params.check_common(profile, seed, device)
 params.check(
@@ -131,6 +131,14 @@ vectors.iloc[:, :6].round(3)
 
 # %% tags=["remove-cell"]
 glue("n_features", vectors.shape[1], display=False)
+# the tables this chapter's conclusions rest on, as CSV next to the executed chapter
+chapter_parameters = dict(
+    profile=profile, seed=seed, models=models, models_per_paradigm=models_per_paradigm, paradigms=paradigms,
+    k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base, n_views=n_views, k_augmentation=k_augmentation,
+    statistics=statistics, linkage_method=linkage_method, n_permutations=n_permutations,
+)
+export.export_table(vectors, "geometry_vectors", chapter="04_geometry_vs_paradigm", parameters=chapter_parameters,
+                    description="one row per model: its geometry vector (NNK graphs), before z-scoring")
 distances = paradigm.model_distances(vectors)
 label_columns = ["paradigm", "backbone", "policy"]
 # paradigm and backbone colours are the book's; policies appear only here and get pastel shades
@@ -166,6 +174,10 @@ handles = (plots.legend_handles(info["paradigm"], prefix="paradigm: ")
 fig.legend(handles=handles, loc="upper right", fontsize=7, frameon=False, ncol=1, bbox_to_anchor=(1.18, 0.9))
 glue("fig_dendrogram", fig, display=False)
 plt.close(fig)
+
+# %% [markdown]
+# Every model's full geometry vector: {download}`geometry_vectors.csv <tables/04_geometry_vs_paradigm/geometry_vectors.csv>`
+# (its parameters and package versions: {download}`geometry_vectors.json <tables/04_geometry_vs_paradigm/geometry_vectors.json>`).
 
 # %% [markdown]
 # ```{glue:figure} fig_dendrogram
@@ -310,6 +322,8 @@ effects = paradigm.effect_sizes(vectors.loc[ssl_names], info.loc[ssl_names, "par
 effects.head(10).round(3)
 
 # %% tags=["remove-cell"]
+export.export_table(effects, "metric_effects", chapter="04_geometry_vs_paradigm", parameters=chapter_parameters,
+                    description="one row per geometry feature: eta squared of the paradigm, its interval, p and q")
 top = effects.iloc[0]
 glue("top_feature", effects.index[0].replace("/", " / "), display=False)
 glue("top_eta2", f"{top['eta2']:.2f}", display=False)
@@ -338,7 +352,8 @@ plt.close(fig)
 # The strongest single separator is *{glue:text}`top_feature`* with eta squared
 # {glue:text}`top_eta2` (95% confidence interval {glue:text}`top_eta2_ci`, permutation
 # p = {glue:text}`top_p`, q = {glue:text}`top_q`); {glue:text}`n_q_below` features have q < 0.05.
-# The chance level of eta squared here is about {glue:text}`null_eta2`.
+# The chance level of eta squared here is about {glue:text}`null_eta2`. Every feature's effect, interval,
+# p and q: {download}`metric_effects.csv <tables/04_geometry_vs_paradigm/metric_effects.csv>`.
 #
 # ```{glue:figure} fig_effects
 # :name: "fig-effects"

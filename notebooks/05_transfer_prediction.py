@@ -60,7 +60,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from sslgeom import geometry, mgm, paradigm, params, plots, prediction, transfer, zoo
+from sslgeom import export, geometry, mgm, paradigm, params, plots, prediction, transfer, zoo
 from sslgeom.tasks import TASK_NAMES, build_tasks
 
 params.check_common(profile, seed, device)
@@ -152,6 +152,16 @@ info = zoo.model_labels(names)
 transfer_protocol = transfer.TransferProtocol(c_grid=c_grid, shots=shots, n_way=n_way, n_query=n_query,
                                               n_episodes=n_episodes, seed=seed)
 measured = transfer.measure_transfer(names, task_data, transfer_protocol, device=device)
+chapter_parameters = dict(
+    profile=profile, seed=seed, models=models, models_per_paradigm=models_per_paradigm, paradigms=paradigms,
+    tasks=tasks, n_train=n_train, n_val=n_val, n_test=n_test, c_grid=c_grid, shots=shots, n_way=n_way,
+    n_query=n_query, n_episodes=n_episodes, k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base,
+    n_views=n_views, k_augmentation=k_augmentation, statistics=statistics, n_select=n_select, n_boot=n_boot,
+    n_permutations=n_permutations, n_spectrum=n_spectrum, n_knn_train=n_knn_train,
+)
+export.export_table(measured.set_index(["model", "task", "protocol"]), "transfer_scores",
+                    chapter="05_transfer_prediction", parameters=chapter_parameters,
+                    description="one row per model, task and protocol: the measured transfer score and its interval")
 scores = measured.pivot_table(index="model", columns=["task", "protocol"], values="score").loc[names]
 scores.round(3)
 
@@ -395,6 +405,12 @@ for predictor in predictors:
     results = [loo_results[(predictor, target)] for target in linear_targets]
     claim[predictor] = prediction.bootstrap_mean_score(results, "spearman", n_boot=n_boot, seed=seed)
 claim = pd.DataFrame(claim, index=["mean Spearman", "low", "high"]).T
+export.export_table(comparison.set_index(["predictor", "target"]), "predictor_comparison",
+                    chapter="05_transfer_prediction", parameters=chapter_parameters,
+                    description="one row per predictor and target: out-of-sample Spearman and R2 with intervals")
+export.export_table(claim.rename_axis("predictor"), "claim_scores", chapter="05_transfer_prediction",
+                    parameters=chapter_parameters,
+                    description="one row per predictor: mean out-of-sample Spearman over the linear targets, interval")
 claim.round(3)
 
 # %% tags=["remove-cell"]
@@ -421,6 +437,12 @@ glue("comparison_text", comparison_text, display=False)
 # {glue:text}`best_baseline_mean` ({glue:text}`best_baseline_ci`), so {glue:text}`comparison_text`.
 # These intervals are wide because the zoo is small; they are the honest size of what the data
 # can tell.
+#
+# The numbers behind this section, to take away: every predictor's mean score
+# ({download}`claim_scores.csv <tables/05_transfer_prediction/claim_scores.csv>`), every predictor on
+# every target ({download}`predictor_comparison.csv <tables/05_transfer_prediction/predictor_comparison.csv>`)
+# and the measured transfer of every model ({download}`transfer_scores.csv <tables/05_transfer_prediction/transfer_scores.csv>`),
+# each with a `.json` file beside it that records the parameters and package versions of this run.
 #
 # ## Exercises
 #

@@ -236,8 +236,10 @@ def run_one(
     # the kernel inherits this variable: sslgeom.zoo logs every model it loads or keys a cache entry by
     log_path = output_dir / f".{stem}.provenance.jsonl"
     log_path.unlink(missing_ok=True)
-    previous_log = os.environ.get("SSLGEOM_PROVENANCE_LOG")
-    os.environ["SSLGEOM_PROVENANCE_LOG"] = str(log_path)
+    # and exports its result tables next to the executed notebook (sslgeom.export), for the book's links
+    redirected = {"SSLGEOM_PROVENANCE_LOG": str(log_path), "SSLGEOM_TABLES_DIR": str(output_dir / "tables")}
+    previous_env = {name: os.environ.get(name) for name in redirected}
+    os.environ.update(redirected)
     try:
         papermill.execute_notebook(
             str(unexecuted), str(executed), parameters=parameters, kernel_name=kernel,
@@ -249,10 +251,11 @@ def run_one(
         record["error"] = describe_failure(error)
     finally:
         unexecuted.unlink(missing_ok=True)
-        if previous_log is None:
-            os.environ.pop("SSLGEOM_PROVENANCE_LOG", None)
-        else:
-            os.environ["SSLGEOM_PROVENANCE_LOG"] = previous_log
+        for name, value in previous_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     record["models_used"] = models_used(log_path)
     log_path.unlink(missing_ok=True)
     record["wall_seconds"] = round(time.perf_counter() - start, 1)

@@ -40,3 +40,43 @@ def test_chapter_runs_on_smoke_profile(stem):
     assert not errors
     injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and all("remove-cell" in c.metadata["tags"] for c in injected)
+
+
+def _glued(stem: str) -> dict[str, str]:
+    """The text of every value a smoke-profile chapter glued, by key."""
+    import ast
+
+    import nbformat
+
+    notebook = nbformat.read(REPO / "_build" / "smoke" / f"{stem}.ipynb", as_version=4)
+    values = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            key = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            text = output.get("data", {}).get("text/plain")
+            if key and text is not None:
+                values[key] = ast.literal_eval(text) if text[:1] in "'\"" else text
+    return values
+
+
+@pytest.mark.notebook
+def test_exported_tables_match_the_glued_numbers():
+    """The CSV files a reader takes away hold the numbers the prose states (smoke-profile run)."""
+    import pandas as pd
+
+    tables = REPO / "_build" / "smoke" / "tables"
+    if not (tables / "05_transfer_prediction" / "claim_scores.csv").exists():
+        pytest.skip("chapters 04 and 05 have not run on the smoke profile in this tree")
+    effects = pd.read_csv(tables / "04_geometry_vs_paradigm" / "metric_effects.csv", index_col=0)
+    glued = _glued("04_geometry_vs_paradigm")
+    assert glued["top_eta2"] == f"{effects['eta2'].iloc[0]:.2f}"
+    assert glued["top_feature"] == effects.index[0].replace("/", " / ")
+    vectors = pd.read_csv(tables / "04_geometry_vs_paradigm" / "geometry_vectors.csv", index_col=0)
+    assert int(glued["n_features"]) == vectors.shape[1]
+    claim = pd.read_csv(tables / "05_transfer_prediction" / "claim_scores.csv", index_col=0)
+    glued = _glued("05_transfer_prediction")
+    assert glued["mgm_mean"] == f"{claim.loc['MGM (NNK)', 'mean Spearman']:.2f}"
+    assert glued["mgm_ci"] == f"[{claim.loc['MGM (NNK)', 'low']:.2f}, {claim.loc['MGM (NNK)', 'high']:.2f}]"
+    for table in tables.glob("*/*.csv"):
+        sidecar = table.with_suffix(".json")
+        assert sidecar.exists(), f"{table} has no provenance sidecar"
