@@ -22,6 +22,8 @@
 # scikit-learn's **handwritten digits** (8x8 scans, resized) and **texture patches** cut from the sample
 # images that ship with scikit-image {cite}`van2014scikit`, plus corrupted Fashion-MNIST (built in the
 # transfer chapter).
+#
+# Library functions this chapter calls (see the API reference): {py:func}`~sslgeom.data.load_fashion_mnist`, {py:func}`~sslgeom.data.load_digits_task`, {py:func}`~sslgeom.data.load_textures_task`, {py:func}`~sslgeom.plots.image_grid`.
 
 # %% tags=["parameters"]
 profile = "default"

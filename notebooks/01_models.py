@@ -22,6 +22,8 @@
 # turns a `uint8` image batch `(batch, channels, height, width)` into the backbone's input. The
 # default zoo was trained by `make zoo` (the script `scripts/train_zoo.py`) on the Fashion-MNIST
 # train split without its labels, and its checkpoints ship with the book in `data/zoo/`.
+#
+# Library functions this chapter calls (see the API reference): {py:func}`~sslgeom.zoo.load`, {py:func}`~sslgeom.zoo.names`, {py:func}`~sslgeom.zoo.manifest`, {py:func}`~sslgeom.zoo.save_checkpoint`, {py:func}`~sslgeom.plots.model_ranking`.
 
 # %% tags=["parameters"]
 profile = "default"

@@ -18,6 +18,8 @@
 # sees). You will see what each family does to an image, how the feature vector of one image moves
 # as the strength grows, and how far it moves for models of different training paradigms. The next
 # chapter measures the geometry of these clouds with NNK graphs.
+#
+# Library functions this chapter calls (see the API reference): {py:func}`~sslgeom.augment.sweep`, {py:func}`~sslgeom.manifolds.augmentation_manifolds`, {py:func}`~sslgeom.manifolds.model_manifolds`, {py:func}`~sslgeom.manifolds.invariance_table`, {py:func}`~sslgeom.zoo.select_models`.
 
 # %% tags=["parameters"]
 profile = "default"

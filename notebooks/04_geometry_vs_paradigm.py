@@ -21,6 +21,8 @@
 # The claim under test is the first of the paper {cite}`cosentino2022geometry`: *the geometry of SSL
 # models is not tied to their training paradigm*. This chapter measures it on the book's own zoo; the
 # paper's zoo of published ImageNet models is not used here.
+#
+# Library functions this chapter calls (see the API reference): {py:func}`~sslgeom.geometry.geometry_table`, {py:func}`~sslgeom.paradigm.geometry_vectors`, {py:func}`~sslgeom.paradigm.model_distances`, {py:func}`~sslgeom.paradigm.cluster_models`, {py:func}`~sslgeom.paradigm.effect_sizes`, {py:func}`~sslgeom.export.export_table`.
 
 # %% tags=["parameters"]
 profile = "default"

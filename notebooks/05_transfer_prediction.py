@@ -21,6 +21,8 @@
 # The claim under test is the second of the paper {cite}`cosentino2022geometry`: *the transfer ability of
 # a model can be predicted from the geometry of its semantic and augmentation manifolds*. The paper
 # shows it on published ImageNet models; here we test it on the book's own Fashion-MNIST zoo.
+#
+# Library functions this chapter calls (see the API reference): {py:func}`~sslgeom.tasks.build_tasks`, {py:func}`~sslgeom.transfer.measure_transfer`, {py:func}`~sslgeom.transfer.baseline_table`, {py:func}`~sslgeom.prediction.compare_predictors`, {py:func}`~sslgeom.export.export_table`.
 
 # %% tags=["parameters"]
 profile = "default"

@@ -171,6 +171,8 @@ def test_api_pages_are_built_from_the_docstrings(book_html):
     assert 'id="sslgeom.nnk.nnk_graph"' in graphs and "NNKResult" in graphs
     statistics = (book_html / "book" / "api" / "statistics.html").read_text()
     assert 'id="sslgeom.permanova.nested_permanova"' in statistics
+    chapter = (book_html / "chapters" / "04_geometry_vs_paradigm.html").read_text()
+    assert "book/api/statistics.html#sslgeom.geometry.geometry_table" in chapter  # chapters link their API
 
 
 # `{glue:text}`../chapters/<stem>.ipynb::<key>:<format>`` in a prose page pastes a value from a chapter.
