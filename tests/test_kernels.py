@@ -209,3 +209,81 @@ def test_kernel_ratio_agreement_counts_pairs():
     assert kernel_ratio_agreement(points, neighbors, kept, values, "gaussian", params) == pytest.approx(2 / 3)
     assert np.isnan(kernel_ratio_agreement(points, neighbors, np.array([[True, False, False]]), values,
                                            "gaussian", params))
+
+
+def test_shadowed_candidates_is_the_two_candidate_rule():
+    # With k = 2 a pruned candidate is exactly one the kept candidate shadows (theorem thm-kri):
+    # every pruned candidate is shadowed. Kept candidates never are.
+    rng = np.random.default_rng(5)
+    points = rng.uniform(-1, 1, size=(200, 2))
+    graph = nnk.nnk_graph(points, 2, kernel="gaussian", dtype="float64")
+    shadowed = kernels.shadowed_candidates(points, graph.neighbors, graph.kept, graph.kernel_values,
+                                           graph.kernel, graph.kernel_params)
+    regular = ((graph.kernel_values > 1e-6) & (graph.kernel_values < 1 - 1e-6)).all(axis=1)
+    pruned = ~graph.kept & regular[:, None]
+    assert pruned.sum() > 10
+    assert shadowed[pruned].all()
+    assert not shadowed[graph.kept].any()
+
+
+def test_shadowed_candidates_is_the_hyperplane_for_the_gaussian_kernel():
+    # x_0 = 0, kept x_1 = (1, 0); pruned x_2 = (2, 0.5) lies beyond the line x = 1 (behind x_1),
+    # pruned x_3 = (0.5, 1) does not. sigma cancels (theorem thm-kri), so any value works.
+    points = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.5], [0.5, 1.0]])
+    params = {"sigma": 0.7}
+    neighbors = np.array([[1, 2, 3]])
+    values = np.exp(-np.array([[1.0, 4.25, 1.25]]) / (2 * 0.7**2))
+    kept = np.array([[True, False, False]])
+    shadowed = kernels.shadowed_candidates(points, neighbors, kept, values, "gaussian", params)
+    assert shadowed.tolist() == [[False, True, False]]
+
+
+def _brute_force_simplex(gram, linear):
+    """Minimum of e over the simplex by enumerating supports (small k only)."""
+    import itertools
+
+    k = len(linear)
+    best = np.inf
+    for size in range(1, k + 1):
+        for support in itertools.combinations(range(k), size):
+            s = list(support)
+            # minimise t^T G t - 2 b^T t subject to 1^T t = 1 on the support: KKT linear system
+            system = np.block([[2 * gram[np.ix_(s, s)], np.ones((size, 1))],
+                               [np.ones((1, size)), np.zeros((1, 1))]])
+            solution = np.linalg.lstsq(system, np.r_[2 * linear[s], 1.0], rcond=None)[0][:size]
+            if np.all(solution >= -1e-12):
+                theta = np.zeros(k)
+                theta[s] = solution
+                best = min(best, 1 - 2 * linear @ theta + theta @ gram @ theta)
+    return best
+
+
+def test_optimal_reconstruction_errors_bound_nnk_and_knn():
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(7)
+    points = rng.standard_normal((60, 3))
+    for kernel in ("gaussian", "cosine"):
+        graph = nnk.nnk_graph(points, 5, kernel=kernel, dtype="float64")
+        grams, linears = (np.stack(p) for p in zip(*(nnk.node_problem(graph, points, i) for i in range(12))))
+        free, simplex = kernels.optimal_reconstruction_errors(grams, linears)
+        averages = graph.kernel_values[:12] / graph.kernel_values[:12].sum(1, keepdims=True)
+        knn = kernels.reconstruction_error(grams, linears, averages)
+        nnk_error = graph.errors[:12]
+        assert np.all(free <= nnk_error + 1e-10)
+        assert np.all(nnk_error <= simplex + 1e-10)
+        assert np.all(simplex <= knn + 1e-10)
+        for i in range(12):
+            assert simplex[i] == pytest.approx(_brute_force_simplex(grams[i], linears[i]), abs=1e-9)
+            # the unconstrained minimum is 1 - b^T G^+ b; NNK's equals scipy's nnls on the Cholesky factor
+            assert free[i] == pytest.approx(1 - linears[i] @ np.linalg.pinv(grams[i]) @ linears[i], abs=1e-9)
+            if kernel == "gaussian":
+                factor = np.linalg.cholesky(grams[i]).T
+                theta = nnls(factor, np.linalg.solve(factor.T, linears[i]))[0]
+                expected = 1 - 2 * linears[i] @ theta + theta @ grams[i] @ theta
+                assert nnk_error[i] == pytest.approx(expected, abs=1e-9)
+
+
+def test_optimal_reconstruction_errors_check_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        kernels.optimal_reconstruction_errors(np.eye(3), np.ones(3))

@@ -298,3 +298,50 @@ def test_manifold_metrics_stack_and_summarize():
     summary = mgm.summarize(table, by=["manifold", "graph"])
     assert len(summary) == 4
     assert "n_neighbors_median" in summary.columns and "subspace_angle_q90" in summary.columns
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "cosine"])
+def test_every_candidate_is_covered_by_a_kept_neighbour(kernel):
+    # Proposition prop-cover of chapter 03: for both kernels and any k, every candidate makes an
+    # acute angle at its node with some NNK neighbour.
+    rng = np.random.default_rng(11)
+    points = rng.standard_normal((300, 4)) + (2.0 if kernel == "cosine" else 0.0)
+    for k in (3, 10, 30):
+        graph = nnk.nnk_graph(points, k, kernel=kernel, dtype="float64")
+        covered = mgm.covered_candidates(graph, points)
+        # the proof bounds f_i(x_j) >= K_ij e_i for an uncovered candidate, and the solver only
+        # guarantees f_i(x_j) <= kkt_tol: candidates with K_ij e_i below it are exempt (an outlier
+        # whose kernel values underflow keeps no neighbour at all with k = 3 here)
+        exempt = graph.kernel_values * graph.errors[:, None] <= graph.kkt_tol
+        assert exempt.mean() < 0.02
+        assert (covered | exempt).all()
+
+
+def test_covered_candidates_flags_an_uncovered_candidate():
+    # a fabricated result: node 0 keeps x_1 = (1, 0) only; x_2 = (-1, 0.1) is at an obtuse angle
+    points = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.1], [5.0, 5.0]])
+    result = nnk.nnk_graph(points, 2, kernel="gaussian", dtype="float64")
+    fake = nnk.NNKResult(neighbors=np.array([[1, 2], [0, 2], [0, 1], [1, 0]]),
+                         weights=np.array([[0.5, 0.0], [0.5, 0.0], [0.5, 0.0], [0.5, 0.0]]),
+                         errors=np.zeros(4), sq_distances=np.ones((4, 2)), kernel_values=np.ones((4, 2)),
+                         adjacency=result.adjacency, kernel="gaussian", kernel_params={"sigma": 1.0})
+    covered = mgm.covered_candidates(fake, points)
+    assert covered[0].tolist() == [True, False]
+
+
+def test_encloses_origin():
+    square = np.array([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]])
+    half = np.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -0.1]]])
+    segment = np.array([[[1.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.5, -1.0]]])
+    offsets = np.concatenate([square, half, segment])
+    assert mgm.encloses_origin(offsets, dim=2).tolist() == [True, False, True]
+    # masked: the segment alone contains the origin in its relative interior, not in the plane
+    mask = np.array([[True] * 4, [True] * 4, [True, True, False, False]])
+    assert mgm.encloses_origin(offsets, mask).tolist() == [True, False, True]
+    assert mgm.encloses_origin(offsets, mask, dim=2).tolist() == [True, False, False]
+    # the origin on the hull's boundary is not inside; no offsets: not inside
+    edge = np.array([[[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]])
+    assert mgm.encloses_origin(edge, dim=2).tolist() == [False]
+    assert mgm.encloses_origin(square, np.zeros((1, 4), dtype=bool)).tolist() == [False]
+    with pytest.raises(ValueError, match="shape"):
+        mgm.encloses_origin(square[0])

@@ -267,3 +267,105 @@ def kernel_ratio_agreement(points, neighbors, kept, kernel_values, kernel: str, 
         agree += int(np.sum((between < ratio) & (ratio < 1.0 / between)))
         total += len(first)
     return agree / total if total else float("nan")
+
+
+def shadowed_candidates(points, neighbors, kept, kernel_values, kernel: str, params: dict) -> np.ndarray:
+    """Which pruned candidates the two-candidate rule prunes next to some kept neighbour.
+
+    With only two candidates ``j, l`` of ``x_i``, NNK prunes ``j`` if and only if
+    ``K_ij <= K_jl K_il`` (the kernel ratio interval fails on ``j``'s side); for the Gaussian kernel
+    this says that ``x_j`` lies behind the hyperplane through ``x_l`` orthogonal to ``x_i - x_l``
+    (``x_l``'s "shadow"). With many candidates NNK's pruning is not this pairwise rule, so a pruned
+    candidate need not lie in the shadow of any kept one; this function says where it does.
+
+    Parameters
+    ----------
+    points : np.ndarray, shape (n_points, dim)
+        The points the graph was built on (raw rows; mapped with :func:`kernel_space`).
+    neighbors : np.ndarray, shape (n_points, k)
+        Candidate neighbours of each node.
+    kept : np.ndarray of bool, shape (n_points, k)
+        Which candidates NNK kept (non-zero weight).
+    kernel_values : np.ndarray, shape (n_points, k)
+        ``K(x_i, x_j)`` for each candidate.
+    kernel : {"cosine", "gaussian"}
+    params : dict
+        The kernel's parameters (``NNKResult.kernel_params``).
+
+    Returns
+    -------
+    np.ndarray of bool, shape (n_points, k)
+        True for a pruned candidate ``j`` of node ``i`` with a kept ``l`` such that
+        ``K_ij <= K_jl K_il``; False for kept candidates and for pruned ones in no shadow.
+    """
+    space = np.asarray(kernel_space(np.asarray(points, dtype=np.float64), kernel))
+    neighbors, kept = np.asarray(neighbors), np.asarray(kept, dtype=bool)
+    values = np.asarray(kernel_values, dtype=np.float64)
+    shadowed = np.zeros(kept.shape, dtype=bool)
+    for node in range(len(neighbors)):
+        kept_slots, pruned_slots = np.flatnonzero(kept[node]), np.flatnonzero(~kept[node])
+        if not len(kept_slots) or not len(pruned_slots):
+            continue
+        pruned_points = space[neighbors[node, pruned_slots]]
+        kept_points = space[neighbors[node, kept_slots]]
+        gaps = ((pruned_points[:, None, :] - kept_points[None, :, :]) ** 2).sum(-1)
+        between = kernel_from_sq_distances(gaps, kernel, params)  # K_jl, (pruned, kept)
+        behind = values[node][pruned_slots][:, None] <= between * values[node][kept_slots][None, :]
+        shadowed[node, pruned_slots] = behind.any(axis=1)
+    return shadowed
+
+
+def optimal_reconstruction_errors(gram, linear) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest kernel-space reconstruction errors from given candidates: free and simplex weights.
+
+    For each node, ``e(theta) = 1 - 2 K_Si^T theta + theta^T K_SS theta`` (:func:`reconstruction_error`)
+    minimised over all ``theta`` (unconstrained) and over the simplex (``theta >= 0``,
+    ``sum theta = 1``). They bound the NNK error of the same candidates, which minimises ``e`` over
+    ``theta >= 0``: each minimises the same error over a smaller set, so
+
+    ``unconstrained <= NNK <= simplex <= e(any simplex weights)``,
+
+    the last being for instance the kNN baseline's kernel-weighted average
+    ``theta_j = K_ij / sum_l K_il``.
+
+    Parameters
+    ----------
+    gram : np.ndarray, shape (n_nodes, k, k)
+        ``K_SS`` of each node (positive semi-definite).
+    linear : np.ndarray, shape (n_nodes, k)
+        ``K_Si`` of each node.
+
+    Returns
+    -------
+    unconstrained : np.ndarray, shape (n_nodes,)
+        Least-squares minimum (``theta`` from ``numpy.linalg.lstsq``, which is a minimiser also
+        when ``K_SS`` is singular, since ``K_Si`` lies in its range).
+    simplex : np.ndarray, shape (n_nodes,)
+        Minimum over the simplex, by ``scipy.optimize.minimize`` (SLSQP, ``ftol`` 1e-15) from the
+        uniform weights; a few milliseconds per node, meant for tens to hundreds of nodes.
+
+    Raises
+    ------
+    RuntimeError
+        If SLSQP does not converge for a node.
+    """
+    from scipy.optimize import minimize  # imported here: scipy.optimize is slow to import
+
+    gram = np.asarray(gram, dtype=np.float64)
+    linear = np.asarray(linear, dtype=np.float64)
+    if gram.ndim != 3 or gram.shape[1] != gram.shape[2] or linear.shape != gram.shape[:2]:
+        raise ValueError(f"gram must have shape (n_nodes, k, k) and linear (n_nodes, k); got "
+                         f"{gram.shape} and {linear.shape}.")
+    n_nodes, k = linear.shape
+    free = np.stack([np.linalg.lstsq(gram[i], linear[i], rcond=None)[0] for i in range(n_nodes)])
+    simplex = np.empty((n_nodes, k))
+    constraint = {"type": "eq", "fun": lambda t: t.sum() - 1.0, "jac": lambda t: np.ones_like(t)}
+    for i in range(n_nodes):
+        g, b = gram[i], linear[i]
+        fit = minimize(lambda t: t @ g @ t - 2.0 * b @ t, np.full(k, 1.0 / k),
+                       jac=lambda t: 2.0 * (g @ t - b), method="SLSQP", bounds=[(0.0, None)] * k,
+                       constraints=[constraint], options={"ftol": 1e-15, "maxiter": 1000})
+        if not fit.success:
+            raise RuntimeError(f"SLSQP did not converge on node {i}: {fit.message}")
+        simplex[i] = np.clip(fit.x, 0.0, None) / np.clip(fit.x, 0.0, None).sum()
+    return reconstruction_error(gram, linear, free), reconstruction_error(gram, linear, simplex)

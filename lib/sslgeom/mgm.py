@@ -580,3 +580,93 @@ def summarize(
                           for metric in metrics for statistic in STATISTICS})
     stats.insert(0, "n_nodes", table.groupby(by, sort=True).size())
     return stats.reset_index()
+
+
+def covered_candidates(result: nnk.NNKResult, features) -> np.ndarray:
+    """Which candidates make an acute angle at their node with some NNK neighbour.
+
+    Candidate ``j`` of node ``i`` is covered when a kept neighbour ``l`` has
+    ``(x_l - x_i)^T (x_j - x_i) > 0``. For both kernels of the book every candidate is covered
+    (chapter 03 proves it from the KKT conditions: an uncovered candidate would have a positive
+    residual correlation, so NNK would have kept it); kept candidates cover themselves.
+    Numerically the statement holds up to the solver's tolerance: the proof bounds the residual
+    correlation of an uncovered candidate below by ``K_ij e_i``, and the solver stops once every
+    such correlation is below ``kkt_tol``, so candidates with ``K_ij e_i <= kkt_tol`` (kernel
+    values that underflow, around outliers) may be left uncovered.
+
+    Parameters
+    ----------
+    result : NNKResult
+        From :func:`sslgeom.nnk.nnk_graph` on ``features``.
+    features : array-like, shape (n_points, dim)
+        The features the graph was built from (mapped to the kernel's space).
+
+    Returns
+    -------
+    np.ndarray of bool, shape (n_points, k)
+    """
+    points = _geometry_points(result, features)
+    n_points, k = result.neighbors.shape
+    covered = np.zeros((n_points, k), dtype=bool)
+    rows = max(1, _BLOCK_VALUES // (k * max(k, points.shape[1])))
+    for start in range(0, n_points, rows):
+        stop = min(start + rows, n_points)
+        offsets = points[result.neighbors[start:stop]] - points[start:stop, None, :]
+        inner = offsets @ np.transpose(offsets, (0, 2, 1))  # (b, candidate j, candidate l)
+        covered[start:stop] = ((inner > 0) & result.kept[start:stop, None, :]).any(axis=2)
+    return covered
+
+
+def encloses_origin(offsets: np.ndarray, mask: np.ndarray | None = None,
+                    dim: int | None = None, *, tol: float = 1e-9) -> np.ndarray:
+    """Whether each node lies inside the convex hull of its (masked) neighbours.
+
+    The test is on the offsets ``x_j - x_i``: the origin must be in the relative interior of their
+    convex hull, i.e. a convex combination of all of them with every weight positive must vanish
+    (one linear programme per node, ``scipy.optimize.linprog``). With ``dim``, the offsets must
+    also span ``dim`` dimensions, so that the hull encloses the node in a ``dim``-dimensional
+    patch and not only along a lower-dimensional slice.
+
+    Parameters
+    ----------
+    offsets : np.ndarray, shape (n_nodes, k, dim_ambient)
+    mask : np.ndarray of bool, shape (n_nodes, k), optional
+        Which offsets count (default: all).
+    dim : int, optional
+        Required dimension of the span of the counted offsets.
+    tol : float
+        The smallest weight must exceed ``tol`` (offsets are scaled to a largest norm of 1 first),
+        and singular values above ``tol`` count towards the span.
+
+    Returns
+    -------
+    np.ndarray of bool, shape (n_nodes,)
+        False for a node with no counted offset.
+    """
+    from scipy.optimize import linprog  # imported here: scipy.optimize is slow to import
+
+    offsets = np.asarray(offsets, dtype=np.float64)
+    if offsets.ndim != 3:
+        raise ValueError(f"offsets must have shape (n_nodes, k, dim); got {offsets.shape}.")
+    mask = np.ones(offsets.shape[:2], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if mask.shape != offsets.shape[:2]:
+        raise ValueError(f"mask must have shape {offsets.shape[:2]}; got {mask.shape}.")
+    inside = np.zeros(len(offsets), dtype=bool)
+    for node in range(len(offsets)):
+        rows = offsets[node][mask[node]]
+        scale = np.linalg.norm(rows, axis=1).max(initial=0.0)
+        if not len(rows) or scale == 0:
+            continue
+        rows = rows / scale
+        if dim is not None and (np.linalg.svd(rows, compute_uv=False) > tol).sum() != dim:
+            continue
+        m = len(rows)
+        # variables (lambda_1..m, s): maximise s with lambda_j >= s, sum lambda = 1, sum lambda x = 0
+        cost = np.r_[np.zeros(m), -1.0]
+        a_eq = np.vstack([np.c_[rows.T, np.zeros(rows.shape[1])], np.r_[np.ones(m), 0.0]])
+        b_eq = np.r_[np.zeros(rows.shape[1]), 1.0]
+        a_ub = np.c_[-np.eye(m), np.ones(m)]
+        fit = linprog(cost, A_ub=a_ub, b_ub=np.zeros(m), A_eq=a_eq, b_eq=b_eq,
+                      bounds=[(0, None)] * m + [(None, 1.0)], method="highs")
+        inside[node] = bool(fit.status == 0 and -fit.fun > tol)
+    return inside

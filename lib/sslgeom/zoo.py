@@ -9,7 +9,8 @@
 Default-zoo checkpoints are half-precision ``state_dict`` files of the backbone only, listed in
 ``data/zoo/manifest.json`` with their SHA-256, which is verified on every load (reading and
 writing them is :mod:`sslgeom.checkpoints`). Names starting with ``published/`` resolve through
-:mod:`sslgeom.published`. The zoo also says which models a chapter studies
+:mod:`sslgeom.published`, names starting with ``user/`` through the active user registry
+(:mod:`sslgeom.registry`, ``$SSLGEOM_USER_REGISTRY``). The zoo also says which models a chapter studies
 (:func:`select_models`, :func:`check_model_names`) and what labels they carry
 (:func:`model_labels`).
 """
@@ -26,7 +27,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from sslgeom import published
+from sslgeom import published, registry
 from sslgeom.cache import REPO_ROOT, atomic_write
 # save_checkpoint is imported for the callers that write zoo checkpoints (scripts/train_zoo.py,
 # chapter 01, the test fixtures) through ``zoo.save_checkpoint``.
@@ -121,8 +122,9 @@ def manifest() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def names(include_published: bool = True) -> list[str]:
-    """Names accepted by :func:`load`: the default zoo, then ``published/...`` registry entries.
+def names(include_published: bool = True, include_user: bool = True) -> list[str]:
+    """Names accepted by :func:`load`: the default zoo, then ``published/...`` registry entries, then
+    ``user/...`` entries of the active user registry (:mod:`sslgeom.registry`; none when inactive).
 
     A missing zoo contributes no names here (published models stay usable without it); asking for a
     default-zoo name then fails with the reason (see :func:`check_model_names`).
@@ -130,6 +132,8 @@ def names(include_published: bool = True) -> list[str]:
     listed = sorted(_entries(missing_ok=True))
     if include_published:
         listed += [PUBLISHED_PREFIX + key for key in published.names()]
+    if include_user:
+        listed += registry.names()
     return listed
 
 
@@ -187,7 +191,8 @@ def model_labels(model_names: Sequence[str]) -> pd.DataFrame:
 
     Default-zoo models take them from :func:`manifest`; published checkpoints
     (``published/<key>``) from their registry entry (backbone ``resnet50``, policy
-    ``published``). A missing policy (random initialisation) reads ``"none"``.
+    ``published``); user models (``user/<name>``) from the user registry (backbone: the
+    architecture, policy ``user``). A missing policy (random initialisation) reads ``"none"``.
 
     Returns
     -------
@@ -204,6 +209,8 @@ def model_labels(model_names: Sequence[str]) -> pd.DataFrame:
             spec = published.get_spec(name[len(PUBLISHED_PREFIX):])
             rows[name] = {"method": spec.method, "paradigm": spec.paradigm, "backbone": "resnet50",
                           "policy": "published"}
+        elif name.startswith(registry.USER_PREFIX):
+            rows[name] = registry.labels(name)
         else:
             rows[name] = table.loc[name, columns].to_dict()
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns).fillna("none")
@@ -248,22 +255,27 @@ def _record_use(name: str, sha256: str, file: str | Path) -> None:
 def checkpoint_hash(name: str) -> str:
     """SHA-256 of a model's checkpoint file, the identity used in cache keys.
 
-    Default zoo: the manifest's hash (verified against the file on every load). Published models:
-    the hash of the local file itself (memoised by path, size and modification time), so that two
-    different files under one registry name never share cache entries.
+    Default zoo: the manifest's hash (verified against the file on every load). Published and user
+    models: the hash of the local file itself (memoised by path, size and modification time), so that
+    two different files under one registry name never share cache entries; a user entry's recorded
+    SHA-256, if any, must match it.
 
     Raises
     ------
     ValueError
-        Unknown name.
+        Unknown name (a ``user/`` name without an active registry says how to activate one).
     ZooNotFoundError
         A default-zoo name while the zoo is missing.
     CheckpointError
-        A manifest entry without a valid SHA-256.
+        A manifest entry without a valid SHA-256; a user file whose hash differs from its entry's.
     FileNotFoundError
-        A published model whose file is not on this machine.
+        A published or user model whose file is not on this machine.
     """
     name = _check_name(name)
+    if name.startswith(registry.USER_PREFIX):
+        sha256 = registry.checkpoint_hash(name)  # verified against the entry's hash when it has one
+        _record_use(name, sha256, registry.get_entry(name).file)
+        return sha256
     if name.startswith(PUBLISHED_PREFIX):
         key = name[len(PUBLISHED_PREFIX) :]
         if key not in published.names():
@@ -286,7 +298,7 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     Parameters
     ----------
     name : str
-        A default-zoo name (see :func:`names`) or ``published/<key>``.
+        A default-zoo name (see :func:`names`), ``published/<key>`` or ``user/<name>``.
     device : str or torch.device
 
     Returns
@@ -306,6 +318,10 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
         Missing, altered or unreadable checkpoint; a manifest entry without a valid SHA-256.
     """
     name = _check_name(name)
+    if name.startswith(registry.USER_PREFIX):
+        model = registry.load_user(name, device=device)
+        _record_use(name, model.info["sha256"], model.info["file"])
+        return model
     if name.startswith(PUBLISHED_PREFIX):
         key = name[len(PUBLISHED_PREFIX) :]
         if key not in published.names():
