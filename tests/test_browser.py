@@ -175,6 +175,14 @@ def test_api_pages_are_built_from_the_docstrings(book_html):
     assert "book/api/statistics.html#sslgeom.geometry.geometry_table" in chapter  # chapters link their API
 
 
+@browser_test
+def test_result_tables_are_downloadable_from_their_chapter(book_html):
+    chapter = (book_html / "chapters" / "05_transfer_prediction.html").read_text()
+    links = re.findall(r'href="\.\./(_downloads/[^"]+/claim_scores\.csv)"', chapter)
+    assert links, "chapter 05 links no claim_scores.csv"
+    assert (book_html / links[0]).stat().st_size > 0
+
+
 # `{glue:text}`../chapters/<stem>.ipynb::<key>:<format>`` in a prose page pastes a value from a chapter.
 GLUE_FROM_CHAPTER = re.compile(r"\{glue(?::text)?\}`\.\./chapters/([\w-]+)\.ipynb::(\w+)")
 
