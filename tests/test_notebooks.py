@@ -53,7 +53,8 @@ def _glued(stem: str) -> dict[str, str]:
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
             key = output.get("metadata", {}).get("scrapbook", {}).get("name")
-            text = output.get("data", {}).get("text/plain")
+            # myst-nb stores a glued value under a prefixed mime type, e.g. application/papermill.record/text/plain
+            text = next((v for k, v in output.get("data", {}).items() if k.endswith("text/plain")), None)
             if key and text is not None:
                 values[key] = ast.literal_eval(text) if text[:1] in "'\"" else text
     return values

@@ -69,7 +69,8 @@ def test_every_run_has_its_own_data_stream_and_the_budget_is_shared(train_zoo):
     # 8 SSL methods x 3 seeds, plus a supervised reference per seed
     assert len(main) == 27 and {run.config.seed for run in main} == {0, 1, 2}
     assert sum(run.config.method == "random" for run in plan) == 4
-    assert all(run.config.lr == pytest.approx(2e-3 * 8**0.5) for run in trained)
+    # the stated rule: 2e-3 at batch 32, scaled by the square root of the batch ratio
+    assert all(run.config.lr == pytest.approx(2e-3 * (train_zoo.BATCH_SIZE / 32) ** 0.5) for run in trained)
 
 
 def test_budget_checkpoints_sit_at_the_planned_image_counts(train_zoo):
@@ -77,7 +78,8 @@ def test_budget_checkpoints_sit_at_the_planned_image_counts(train_zoo):
     run = plan["byol-convnet-s2"]
     budget = train_zoo.BUDGET_IMAGES["convnet"]
     assert [c.images_seen for c in run.checkpoints] == [budget // 4, budget // 2, budget]
-    assert [c.step for c in run.checkpoints] == [budget // 1024, budget // 512, budget // 256]
+    batch = train_zoo.BATCH_SIZE
+    assert [c.step for c in run.checkpoints] == [budget // (4 * batch), budget // (2 * batch), budget // batch]
     assert [c.name for c in run.checkpoints] == ["byol-convnet-s2-b025", "byol-convnet-s2-b050", "byol-convnet-s2"]
     assert [c.images_seen for c in plan["byol-resnet-s0"].checkpoints] == [train_zoo.BUDGET_IMAGES["resnet"]]
     assert [c.images_seen for c in plan["random-convnet-s1"].checkpoints] == [0]
@@ -103,7 +105,9 @@ def test_the_whole_zoo_fits_the_time_limit(train_zoo, capsys):
     ],
 )
 def test_bad_names_and_budgets_raise_clear_errors(train_zoo, kwargs, message):
-    arguments = dict(method="simclr", backbone="convnet", seed=0, budget=1024, fractions=(0.25, 0.5, 1.0))
+    # a budget of four batches: the fractions 1/4, 1/2, 1 are whole steps, 0.3 is not
+    arguments = dict(method="simclr", backbone="convnet", seed=0, budget=4 * train_zoo.BATCH_SIZE,
+                     fractions=(0.25, 0.5, 1.0))
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         train_zoo.plan_run(arguments.pop("method"), arguments.pop("backbone"), arguments.pop("seed"), **arguments)
@@ -120,7 +124,8 @@ def test_command_line_refuses_unknown_names(train_zoo, capsys):
 @pytest.mark.slow
 def test_interrupted_zoo_resumes_from_its_last_checkpoint(train_zoo, tmp_path, monkeypatch, capsys):
     out, state = tmp_path / "zoo", tmp_path / "state"
-    argv = ["--out", str(out), "--state-dir", str(state), "--budget", "1024", "--probe-train", "200",
+    budget = 4 * train_zoo.BATCH_SIZE  # four steps: checkpoints after steps 1, 2 and 4
+    argv = ["--out", str(out), "--state-dir", str(state), "--budget", str(budget), "--probe-train", "200",
             "--probe-test", "100", "--quiet", "--only", "random-convnet", "simclr-convnet-s0"]
     real_save = train_zoo.save_checkpoint
 
@@ -146,7 +151,7 @@ def test_interrupted_zoo_resumes_from_its_last_checkpoint(train_zoo, tmp_path, m
     assert {name: (out / f"{name}.safetensors").stat().st_mtime_ns for name in names} == mtimes
     entries = {e["name"]: e for e in zoo.read_manifest(out)["models"]}
     full = entries["simclr-convnet-s0"]
-    assert (full["run_id"], full["budget_fraction"], full["images_seen"], full["seed"]) == ("simclr-convnet-s0", 1.0, 1024, 0)
+    assert (full["run_id"], full["budget_fraction"], full["images_seen"], full["seed"]) == ("simclr-convnet-s0", 1.0, budget, 0)
     assert full["paradigm"] == "contrastive" and full["policy"] == "strong" and len(full["step_losses"]) == 4
     assert full["probe_gain_vs_random"] == pytest.approx(full["probe_accuracy"] - entries["random-convnet"]["probe_accuracy"], abs=1e-4)
     assert not (state / "simclr-convnet-s0.npz").exists()
