@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import datetime as dt
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -98,13 +97,10 @@ def load_parameters(path: Path, stem: str) -> dict:
 
 
 def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    """Versions of Python and of the packages a chapter's results depend on."""
+    from sslgeom.export import package_versions as versions_of
+
+    return versions_of(PACKAGES)
 
 
 def input_fingerprint(source: Path, parameters: dict, repo: Path = REPO) -> str:

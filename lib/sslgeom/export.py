@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pandas as pd
 
 from sslgeom.cache import REPO_ROOT, atomic_write
 
-__all__ = ["TABLES_ENV", "tables_dir", "export_table", "read_sidecar"]
+__all__ = ["TABLES_ENV", "tables_dir", "export_table", "read_sidecar", "package_versions"]
 
 #: where exported tables go; set by ``scripts/run_notebooks.py`` to ``<output>/tables``
 TABLES_ENV = "SSLGEOM_TABLES_DIR"
@@ -36,9 +36,10 @@ def tables_dir() -> Path:
     return Path(os.environ.get(TABLES_ENV) or REPO_ROOT / "_build" / "tables")
 
 
-def _versions() -> dict[str, str]:
+def package_versions(packages: Sequence[str] = _PACKAGES) -> dict[str, str]:
+    """Python's version and each installed package's (``"not installed"`` when absent)."""
     versions = {"python": platform.python_version()}
-    for name in _PACKAGES:
+    for name in packages:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -93,7 +94,7 @@ def export_table(table: pd.DataFrame, name: str, *, chapter: str, parameters: Ma
         "columns": [str(c) for c in ([table.index.name or "index"] if index else []) + list(table.columns)],
         "csv_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "parameters": {str(k): v for k, v in parameters.items()},
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     with atomic_write(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=1, default=str) + "\n")
