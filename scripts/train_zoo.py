@@ -87,7 +87,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import sys
 import time
 from typing import NamedTuple
 from pathlib import Path
