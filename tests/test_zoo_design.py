@@ -101,11 +101,9 @@ def test_a_first_zoo_manifest_gets_a_clear_error():
         zoo_design.design_table([{"name": "x"}])
 
 
-def test_the_zoo_being_trained_reads_back():
-    """The committed designed zoo (possibly still in training) has the columns these tables need."""
-    path = REPO / "data" / "zoo-v2" / "manifest.json"
-    if not path.exists():
-        pytest.skip("no designed zoo in data/zoo-v2")
+def test_the_committed_zoo_reads_back():
+    """The committed designed zoo has the columns these tables need."""
+    path = REPO / "data" / "zoo" / "manifest.json"
     entries = json.loads(path.read_text())["models"]
     table = pd.DataFrame([{k: v for k, v in e.items() if k != "step_losses"} for e in entries])
     design = zoo_design.design_table(table)

@@ -20,6 +20,7 @@ __all__ = [
     "check_labels",
     "check_images",
     "check_int",
+    "check_float",
     "check_choice",
     "check_names",
 ]
@@ -138,6 +139,20 @@ def check_int(value: Any, name: str, minimum: int | None = None, maximum: int | 
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
     value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}.")
+    return value
+
+
+def check_float(value: Any, name: str, minimum: float | None = None, maximum: float | None = None) -> float:
+    """Validate a finite real parameter (``bool`` is refused) within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}.")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}.")
     if maximum is not None and value > maximum:

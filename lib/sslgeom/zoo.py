@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -33,7 +34,7 @@ from sslgeom.cache import REPO_ROOT, atomic_write
 # chapter 01, the test fixtures) through ``zoo.save_checkpoint``.
 from sslgeom.checkpoints import CheckpointError, LoadedModel, freeze, load_state_strict, read_checkpoint, save_checkpoint
 from sslgeom.models import build_backbone, preprocess_uint8
-from sslgeom.validation import check_int, check_names
+from sslgeom.validation import check_float, check_int, check_names
 
 class ZooNotFoundError(FileNotFoundError):
     """The default zoo's directory or manifest is missing."""
@@ -153,7 +154,9 @@ def check_model_names(model_names: Any) -> list[str]:
     return check_names(model_names, names(), "model(s)", hint=hint)
 
 
-def select_models(models: Sequence[str] | None = None, models_per_paradigm: int = 0) -> list[str]:
+def select_models(
+    models: Sequence[str] | None = None, models_per_paradigm: int = 0, budget: float | None = 1.0
+) -> list[str]:
     """The model names a chapter studies.
 
     Parameters
@@ -164,6 +167,11 @@ def select_models(models: Sequence[str] | None = None, models_per_paradigm: int 
     models_per_paradigm : int
         With ``models=None``: keep only the first this many models of each paradigm in manifest
         order (``0`` keeps all). The smoke profile uses it to run on a small zoo.
+    budget : float or None
+        With ``models=None``: keep the checkpoints at this fraction of their run's training budget
+        (default ``1.0``, the end of training) and the random-initialisation references, which have
+        no budget; ``None`` keeps every checkpoint. Manifests without budget checkpoints (no
+        ``budget_fraction`` column) keep every model.
 
     Returns
     -------
@@ -181,13 +189,20 @@ def select_models(models: Sequence[str] | None = None, models_per_paradigm: int 
     if table.empty:
         raise ValueError(f"The default zoo is empty (no entries in {zoo_dir() / MANIFEST_NAME}): "
                          "train it with `make zoo`.")
+    if budget is not None and "budget_fraction" in table:
+        budget = check_float(budget, "budget", minimum=0.0, maximum=1.0)
+        fractions = table["budget_fraction"].astype(float)
+        table = table[np.isclose(fractions, budget) | (table["method"] == "random")]
+        if table.empty:
+            raise ValueError(f"No default-zoo checkpoint at budget {budget}; the manifest has budgets "
+                             f"{sorted(set(fractions.round(3)))}.")
     if models_per_paradigm:
         table = table.groupby("paradigm", sort=False).head(models_per_paradigm)
     return list(table["name"])
 
 
 def model_labels(model_names: Sequence[str]) -> pd.DataFrame:
-    """The labels that could explain a model's geometry: method, paradigm, backbone, policy.
+    """The labels that could explain a model's geometry (method, paradigm, backbone, policy) and its design.
 
     Default-zoo models take them from :func:`manifest`; published checkpoints
     (``published/<key>``) from their registry entry (backbone ``resnet50``, policy
@@ -197,12 +212,15 @@ def model_labels(model_names: Sequence[str]) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Index: model names (in the given order); columns ``method, paradigm, backbone, policy``.
+        Index: model names (in the given order); columns ``method, paradigm, backbone, policy`` and
+        the design columns ``run_id, seed, budget_fraction`` (a published or user model is its own run,
+        seed 0, full budget; a manifest without these columns gives the same defaults).
     """
     model_names = check_model_names(model_names)
     columns = ["method", "paradigm", "backbone", "policy"]
     table = manifest()
     table = table.set_index("name") if len(table) else pd.DataFrame(columns=columns)
+    design = ["run_id", "seed", "budget_fraction"]
     rows = {}
     for name in model_names:
         if name.startswith(PUBLISHED_PREFIX):
@@ -212,8 +230,17 @@ def model_labels(model_names: Sequence[str]) -> pd.DataFrame:
         elif name.startswith(registry.USER_PREFIX):
             rows[name] = registry.labels(name)
         else:
-            rows[name] = table.loc[name, columns].to_dict()
-    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).fillna("none")
+            rows[name] = table.loc[name, [c for c in columns + design if c in table]].to_dict()
+        # external models (and first-zoo manifests) are one run each, one seed, fully trained
+        defaults = {"run_id": name, "seed": 0, "budget_fraction": 1.0}
+        rows[name] = {**defaults, **{k: v for k, v in rows[name].items() if not _missing(v) or k in columns}}
+    labels = pd.DataFrame.from_dict(rows, orient="index", columns=columns + design)
+    labels[columns] = labels[columns].fillna("none")
+    return labels.astype({"seed": int, "budget_fraction": float})
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def _unknown(name: str) -> Exception:
