@@ -49,6 +49,12 @@ model_name = "simclr-convnet-s0"  # zoo model for the kernel choice; "" for pixe
 n_bound_nodes = 100  # nodes whose optimal reconstructions are computed (one small QP each)
 calibration_sizes = [400]  # points per synthetic manifold in the count's calibration
 calibration_noise = [0.001, 0.01]  # noise levels of the calibration, in units of the manifold's size
+convergence_models = ["random-convnet", "simclr-convnet-s0", "byol-convnet-s0", "dino-convnet-s0"]  # [] skips
+convergence_sizes = [25, 50, 100, 200, 400]  # points per class of the semantic manifolds
+convergence_views = [4, 8, 16, 32]  # views per base image of the composition clouds
+convergence_n_base = 10  # base images of the composition clouds
+convergence_repeats = 1  # fresh subsamples per size
+convergence_tolerance = 0.1  # relative distance from the largest size counted as settled
 
 # %% tags=["remove-cell"]
 import warnings
@@ -59,7 +65,7 @@ import pandas as pd
 from myst_nb import glue
 
 from sslgeom import curvature as curv
-from sslgeom import data, dimension, kernels, mgm, nnk, params, synthetic
+from sslgeom import convergence, data, dimension, kernels, manifolds, mgm, nnk, params, plots, synthetic, zoo
 
 params.check_common(profile, seed, device)
 params.check(
@@ -68,7 +74,10 @@ params.check(
      "radii": radii, "density_factors": density_factors, "k_values": k_values,
      "n_fashion": n_fashion, "k_book": k_book, "model_name": model_name,
      "n_bound_nodes": n_bound_nodes, "calibration_sizes": calibration_sizes,
-     "calibration_noise": calibration_noise},
+     "calibration_noise": calibration_noise, "convergence_models": convergence_models,
+     "convergence_sizes": convergence_sizes, "convergence_views": convergence_views,
+     "convergence_n_base": convergence_n_base, "convergence_repeats": convergence_repeats,
+     "convergence_tolerance": convergence_tolerance},
     {"n_demo": {"type": int, "minimum": 20}, "k_demo": {"type": int, "minimum": 2},
      "n_subspace": {"type": int, "minimum": 50},
      "max_intrinsic_dim": {"type": int, "minimum": 2, "maximum": 16},
@@ -79,8 +88,16 @@ params.check(
      "n_fashion": {"type": int, "minimum": 100}, "k_book": {"type": int, "minimum": 5},
      "model_name": str, "n_bound_nodes": {"type": int, "minimum": 1},
      "calibration_sizes": {"type": list, "items": int, "minimum": 50, "min_length": 1},
-     "calibration_noise": {"type": list, "items": float, "minimum": 0, "min_length": 1}},
+     "calibration_noise": {"type": list, "items": float, "minimum": 0, "min_length": 1},
+     "convergence_models": {"type": list, "items": str},  # names: checked by the zoo
+     "convergence_sizes": {"type": list, "items": int, "minimum": 5, "maximum": 1000, "min_length": 2},
+     "convergence_views": {"type": list, "items": int, "minimum": 3, "min_length": 2},
+     "convergence_n_base": {"type": int, "minimum": 1}, "convergence_repeats": {"type": int, "minimum": 1},
+     "convergence_tolerance": {"type": float, "exclusive_minimum": 0, "maximum": 0.5}},
 )
+if convergence_models and len(convergence_models) < 3:
+    raise ValueError(f"convergence_models needs at least three models (rank agreement), got {convergence_models}; "
+                     "give three or more zoo names, or [] to skip the convergence section.")
 rng = np.random.default_rng(seed)
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False})
 warnings.filterwarnings("ignore", category=RuntimeWarning)  # 0/0 inside skdim on tiny clouds
@@ -1051,6 +1068,123 @@ plt.close(fig)
 # the sampling); on the flat plane above it is {glue:text}`flat_curvature`. The raw angle is
 # kept as a metric because it is the paper's kind of metric; comparisons through it are
 # comparisons at the sampling density of the data.
+#
+# ## How many points does a manifold need?
+#
+# Every summary of the later chapters is a mean over the nodes of a manifold of a given size: 100
+# test images per class for the semantic manifolds, 16 views per base image for the composition
+# clouds. The sections above show that diameters and raw angles *must* change with the sampling
+# density; the question for the later chapters is which summaries settle at their sizes, and
+# whether the *order of models*, which is what chapters 04 and 05 compare, is settled even where the
+# values are not. We subsample the class manifolds of a few zoo models to 25-400 points per class and
+# truncate the composition clouds to 4-32 views per base image, on real features. Library:
+# {py:func}`~sslgeom.convergence.size_convergence`, {py:func}`~sslgeom.convergence.stability_table`,
+# {py:func}`~sslgeom.convergence.rank_agreement`.
+
+# %% tags=["remove-cell"]
+if convergence_models:
+    convergence_models = zoo.check_model_names(convergence_models)
+    size_frames, view_frames = [], []
+    for name in convergence_models:
+        model = zoo.load(name, device=device)
+        semantic = manifolds.semantic_manifold(model, n_per_class=max(convergence_sizes), seed=seed, device=device,
+                                               progress=False)
+        classes = [semantic.for_class(c).features for c in semantic.classes]
+        size_frames.append(convergence.size_convergence(classes, convergence_sizes, k=k_book, kernel="cosine",
+                                                        n_repeats=convergence_repeats, seed=seed).assign(model=name))
+        cloud = manifolds.composition_manifold(model, n_base=convergence_n_base, n_views=max(convergence_views),
+                                               seed=seed, device=device, progress=False)
+        view_frames.append(convergence.views_convergence(cloud.features, convergence_views, k=min(k_book, 10),
+                                                         kernel="cosine").assign(model=name))
+    by_size, by_views = pd.concat(size_frames), pd.concat(view_frames)
+    stability = {"semantic": convergence.stability_table(by_size, convergence_tolerance),
+                 "composition": convergence.stability_table(by_views, convergence_tolerance)}
+    ranks = {"semantic": convergence.rank_agreement(by_size), "composition": convergence.rank_agreement(by_views)}
+
+    labels = zoo.model_labels(convergence_models)
+    fig, axes = plt.subplots(2, len(convergence.CONVERGENCE_METRICS), figsize=(13, 5.2))
+    for row, (part, frame, xlabel) in enumerate([("semantic", by_size, "points per class"),
+                                                 ("composition", by_views, "views per base image")]):
+        for axis, metric in zip(axes[row], convergence.CONVERGENCE_METRICS):
+            for name, rows in frame[frame.metric == metric].groupby("model", sort=False):
+                means = rows.groupby("size").value.mean()
+                axis.plot(means.index, means.to_numpy(), marker="o", ms=3, lw=1.2, label=name,
+                          color=plots.paradigm_colour(labels.loc[name, "paradigm"]))
+            axis.set_xscale("log", base=2)
+            axis.set_title(f"{part}: {metric}", fontsize=8)
+            axis.tick_params(labelsize=7)
+            axis.set_xlabel(xlabel, fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    glue("fig_convergence", fig, display=False)
+    plt.close(fig)
+
+    def settled_text(part: str, default: int) -> str:
+        table, agreement = stability[part], ranks[part]
+        pieces = []
+        for metric in convergence.CONVERGENCE_METRICS:
+            start = table.loc[metric, "stable_from"]
+            value = "never within the tolerance below the largest size" if np.isnan(start) else f"settled from {start:.0f}"
+            at_default = agreement.loc[metric].get(default, np.nan)
+            pieces.append(f"{metric.replace('_', ' ')}: {value}, model-order agreement at {default} "
+                          f"{at_default:.2f}" if np.isfinite(at_default) else f"{metric.replace('_', ' ')}: {value}")
+        return "; ".join(pieces)
+
+    sem_default = 100 if 100 in convergence_sizes else convergence_sizes[-2]
+    view_default = 16 if 16 in convergence_views else convergence_views[-2]
+    glue("conv_sem_default", sem_default, display=False)
+    glue("conv_view_default", view_default, display=False)
+    glue("conv_sem_text", settled_text("semantic", sem_default), display=False)
+    glue("conv_view_text", settled_text("composition", view_default), display=False)
+    glue("conv_n_models", len(convergence_models), display=False)
+    glue("conv_tolerance", f"{100 * convergence_tolerance:.0f}", display=False)
+    glue("conv_largest_sizes", f"{max(convergence_sizes)} points per class and {max(convergence_views)} views",
+         display=False)
+    sem_rank_min = ranks["semantic"][sem_default].min() if sem_default in ranks["semantic"] else np.nan
+    view_rank_min = ranks["composition"][view_default].min() if view_default in ranks["composition"] else np.nan
+    glue("conv_sem_rank_min", f"{sem_rank_min:.2f}", display=False)
+    glue("conv_view_rank_min", f"{view_rank_min:.2f}", display=False)
+    glue("conv_view_verdict", "the order of the models is the same as with the largest clouds for every metric"
+         if view_rank_min >= 0.99 else "the order of the models is *not* yet settled for every metric: "
+         "comparisons of composition-cloud summaries between models carry this sampling noise on top of seed noise",
+         display=False)
+else:
+    for key in ("conv_sem_default", "conv_view_default", "conv_sem_text", "conv_view_text", "conv_n_models",
+                "conv_tolerance", "conv_largest_sizes", "conv_sem_rank_min", "conv_view_rank_min", "conv_view_verdict"):
+        glue(key, "(skipped: convergence_models is empty)", display=False)
+    fig, axis = plt.subplots(figsize=(3, 1))
+    axis.axis("off")
+    axis.text(0.5, 0.5, "convergence section skipped (convergence_models = [])", ha="center", fontsize=8)
+    glue("fig_convergence", fig, display=False)
+    plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} fig_convergence
+# :name: "fig-convergence"
+#
+# Mean of each metric over the nodes against the manifold's size, on real features of
+# {glue:text}`conv_n_models` zoo models (one line per model, coloured by paradigm; log-2 horizontal
+# axis). Top: class manifolds with 25 to 400 points per class. Bottom: composition clouds with 4 to
+# 32 views per base image. A line that flattens has settled; lines that keep their order, even while
+# they all rise or fall, still compare the models correctly; lines that cross do not.
+# ```
+#
+# A summary counts as *settled* from the size after which it stays within
+# {glue:text}`conv_tolerance`% of its value at the largest size tried
+# ({glue:text}`conv_largest_sizes`), for every model; *model-order agreement* is the Spearman
+# correlation between the models' summaries at a size and at the largest size. Class manifolds, at
+# the later chapters' {glue:text}`conv_sem_default` points per class: {glue:text}`conv_sem_text`.
+# Composition clouds, at their {glue:text}`conv_view_default` views: {glue:text}`conv_view_text`.
+#
+# What this means for the later chapters. Diameters, reconstruction errors and both angles are
+# comparisons *at a fixed sampling density*: their values would keep moving with more points, as
+# derived above, so the chapters use one size for every model and never compare values measured at
+# different sizes. What must be settled is the order of the models. On the class manifolds, the
+# smallest model-order agreement over the metrics at {glue:text}`conv_sem_default` points per class
+# is {glue:text}`conv_sem_rank_min`. On the composition clouds at {glue:text}`conv_view_default` views
+# it is {glue:text}`conv_view_rank_min`: {glue:text}`conv_view_verdict`. With only a few models this
+# Spearman correlation takes coarse values; the `full` profile of `params/full.yaml` repeats the
+# analysis with more models and fresh subsamples.
 #
 # ## Robustness to the choice of $k$
 #

@@ -377,3 +377,125 @@ def test_sensitivity_table_runs_the_label_test_per_variant():
         tested = paradigm.geometry_vectors(table, graph=graph, statistics=None).loc[series.index]
         single = paradigm.label_test(paradigm.model_distances(tested), series, n_permutations=150, seed=4)
         assert result.loc[variant].tolist() == [12, single.ari, single.p_ari, single.nmi, single.p_nmi]
+
+
+# --- the method as the unit: cluster agreement over method partitions, label variants ---
+
+from sslgeom import design  # noqa: E402
+
+UNIT_PARADIGMS = {"simclr": "contrastive", "moco-v2": "contrastive", "byol": "non-contrastive",
+                  "simsiam": "non-contrastive", "barlowtwins": "non-contrastive", "vicreg": "non-contrastive",
+                  "swav": "clustering", "dino": "clustering"}
+
+
+def _unit_zoo(rng, effect=0.0, n_features=4):
+    rows = design.analysis_rows(design.synthetic_manifest(UNIT_PARADIGMS, references=False))
+    labels = rows.set_index("name")
+    _, methods = np.unique(labels["method"], return_inverse=True)
+    _, paradigms_ = np.unique(labels["paradigm"], return_inverse=True)
+    _, backbones = np.unique(labels["backbone"], return_inverse=True)
+    x = (rng.normal(size=(8, n_features))[methods] + 5 * rng.normal(size=(2, n_features))[backbones]
+         + effect * rng.normal(size=(3, n_features))[paradigms_] + 0.2 * rng.normal(size=(len(labels), n_features)))
+    return pd.DataFrame(x, index=labels.index), labels
+
+
+def test_unit_agreement_is_exact_over_210_partitions_and_matches_scikit_learn():
+    vectors, labels = _unit_zoo(np.random.default_rng(0), effect=8.0)
+    distances = paradigm.model_distances(vectors)
+    result = paradigm.unit_agreement_test(distances, labels)
+    assert result.exact and result.n_assignments == 210 and result.min_p == pytest.approx(1 / 210)
+    # the per-stratum ARI is scikit-learn's on that backbone's clusters
+    for backbone, row in result.per_stratum.iterrows():
+        members = labels.index[labels["backbone"] == backbone]
+        assert row["ARI"] == pytest.approx(adjusted_rand_score(labels.loc[members, "paradigm"],
+                                                               result.clusters.loc[members]))
+    assert result.ari == pytest.approx(result.per_stratum["ARI"].mean())
+    assert result.p_ari <= 0.05  # planted paradigm effect found
+
+
+def test_unit_agreement_null_moves_whole_methods():
+    vectors, labels = _unit_zoo(np.random.default_rng(1))
+    result = paradigm.unit_agreement_test(paradigm.model_distances(vectors), labels)
+    # every partition's ARI: the observed one is among them, and p counts ties at or above it
+    assert np.isclose(result.null_ari, result.ari).any()
+    assert result.p_ari == pytest.approx(np.mean(result.null_ari >= result.ari - 1e-12))
+
+
+def test_unit_agreement_false_positive_rate_is_near_the_level():
+    hits = []
+    for i in range(120):
+        vectors, labels = _unit_zoo(np.random.default_rng(1000 + i))
+        hits.append(paradigm.unit_agreement_test(paradigm.model_distances(vectors), labels).p_ari <= 0.05)
+    # exact test over 210 partitions: at most 5% under the null (discrete, so conservative)
+    assert np.mean(hits) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 120)
+
+
+def test_relabel_moves_methods_between_paradigms():
+    _, labels = _unit_zoo(np.random.default_rng(2))
+    moved = paradigm.relabel(labels, {"dino": "non-contrastive", "swav": "non-contrastive", "absent": "x"})
+    assert set(moved.loc[moved["method"] == "dino", "paradigm"]) == {"non-contrastive"}
+    assert moved["paradigm"].nunique() == 2 and labels["paradigm"].nunique() == 3  # the input is unchanged
+    counts = design.unit_labels(moved["method"].tolist(), moved["paradigm"].tolist()).value_counts()
+    assert design.count_assignments(counts.to_numpy(), distinct=True) == 28
+
+
+# --- claim 3: scale-free invariance and rank agreement with methods permuted ---
+
+def test_scale_free_invariance_divides_by_each_models_scale():
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame([(model, "augmentation", family, graph, metric, statistic, rng.uniform(0.1, 1))
+                          for model in ("a", "b") for family in ("rotation", "zoom") for graph in ("nnk", "knn")
+                          for metric in ("diameter", "n_neighbors") for statistic in ("mean", "median")],
+                         columns=geometry.TABLE_COLUMNS)
+    scale = pd.Series({"a": 2.0, "b": 0.5})
+    free = paradigm.scale_free_invariance(table, scale)
+    rows = table[(table["manifold"] == "augmentation") & (table["metric"] == "diameter")
+                 & (table["statistic"] == "median") & (table["graph"] == "nnk")]
+    raw = rows.pivot_table(index="model", columns="family", values="value")
+    assert np.allclose(free.loc["a"], raw.loc["a"] / 2.0) and np.allclose(free.loc["b"], raw.loc["b"] / 0.5)
+    with pytest.raises(ValueError, match="positive"):
+        paradigm.scale_free_invariance(table, pd.Series({"a": 0.0, "b": 1.0}))
+
+
+def test_rank_agreement_matches_scipy_spearman_and_permutes_units():
+    rng = np.random.default_rng(0)
+    units = np.repeat(np.arange(10), 4)
+    latent = rng.normal(size=(40, 3))
+    x = pd.DataFrame(latent, columns=list("abc"))
+    y = pd.DataFrame(0.9 * latent + 0.3 * rng.normal(size=(40, 3)), columns=list("abc"))
+    result = paradigm.rank_agreement(x, y, units, n_permutations=499, seed=0)
+    for column in "abc":
+        assert result.per_column.loc[column, "rho"] == pytest.approx(stats.spearmanr(x[column], y[column])[0])
+    assert result.mean_rho == pytest.approx(result.per_column["rho"].mean())
+    assert result.p_value == pytest.approx(1 / 500)
+
+
+def test_rank_agreement_is_calibrated_when_units_share_effects():
+    # both measurements carry independent method effects: permuting single models would reject too often,
+    # permuting whole methods keeps the level
+    rng = np.random.default_rng(5)
+    units = np.repeat(np.arange(8), 4)
+    hits = []
+    for i in range(150):
+        x = pd.DataFrame(rng.normal(size=(8, 2))[units] + 0.3 * rng.normal(size=(32, 2)))
+        y = pd.DataFrame(rng.normal(size=(8, 2))[units] + 0.3 * rng.normal(size=(32, 2)))
+        hits.append(paradigm.rank_agreement(x, y, units, n_permutations=199, seed=i).p_value <= 0.05)
+    assert np.mean(hits) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 150)
+
+
+def test_rank_agreement_power_grows_with_the_true_correlation():
+    units = np.repeat(np.arange(10), 4)
+    low = paradigm.rank_agreement_power(units, 0.0, n_columns=4, n_sim=60, n_permutations=99, seed=0)
+    high = paradigm.rank_agreement_power(units, 0.8, n_columns=4, n_sim=60, n_permutations=99, seed=0)
+    assert low <= 0.15 and high >= 0.8
+
+
+def test_run_trajectories_measure_each_runs_steps():
+    points = pd.DataFrame({"x": [0.0, 1.0, 3.0, 0.0, 0.0, 0.0]},
+                          index=["r1-25", "r1-50", "r1", "r2-25", "r2-50", "r2"])
+    labels = pd.DataFrame({"run_id": ["r1"] * 3 + ["r2"] * 3, "budget_fraction": [0.25, 0.5, 1.0] * 2},
+                          index=points.index)
+    table = paradigm.run_trajectories(paradigm.model_distances(points, standardized=False), labels)
+    first = table[(table["run"] == "r1") & (table["budget"] == 0.25)].iloc[0]
+    assert first["to_final"] == 3.0 and first["step"] == 1.0
+    assert (table.loc[table["run"] == "r2", ["to_final", "step"]] == 0).all().all()

@@ -205,3 +205,87 @@ def test_paradigm_power_curve_and_minimal_effect():
     pd.testing.assert_frame_equal(curve, again)
     _, none = permanova.paradigm_power(FULL, effects=(0.0,), n_sim=5, seed=0)
     assert np.isnan(none)
+
+
+# --- simulation settings, verdicts on claims of no effect, repeated measures along the budget ---
+
+def test_simulation_settings_recover_the_variance_components():
+    rng = np.random.default_rng(3)
+    methods = np.repeat(np.arange(40), 5)
+    x = 2.0 * rng.normal(size=(40, 6))[methods] + 0.5 * rng.normal(size=(200, 6))
+    settings = permanova.simulation_settings(pd.DataFrame(x), methods)
+    assert settings["method_sd"] == pytest.approx(2.0, rel=0.25)
+    assert settings["seed_sd"] == pytest.approx(0.5, rel=0.15)
+    assert 4 <= settings["n_features"] <= 6  # six nearly independent features
+    # perfectly correlated features count as one
+    y = np.repeat(x[:, :1], 5, axis=1)
+    assert permanova.simulation_settings(pd.DataFrame(y), methods)["n_features"] == 1
+
+
+def test_power_at_reads_the_curve():
+    curve = pd.DataFrame({"effect": [0.0, 1.0, 2.0], "power": [0.05, 0.5, 0.9]})
+    assert permanova.power_at(curve, 1.0) == 0.5
+    assert np.isnan(permanova.power_at(curve, 1.5))
+
+
+def test_no_effect_verdict_reads_the_test_the_other_way_round():
+    from sslgeom import stats
+
+    assert permanova.no_effect_verdict(0.01, 0.1) == stats.NOT_SUPPORTED  # effect found
+    assert permanova.no_effect_verdict(0.5, 0.9) == stats.SUPPORTED  # powered non-rejection
+    assert permanova.no_effect_verdict(0.5, 0.3) == stats.CANNOT_TELL  # weak design
+    assert permanova.no_effect_verdict(0.5, float("nan")) == stats.CANNOT_TELL
+
+
+def _blocked(rng, n_runs=8, levels=(0.25, 0.5, 1.0), effect=0.0, n_features=3):
+    runs = np.repeat(np.arange(n_runs), len(levels))
+    factor = np.tile(levels, n_runs)
+    x = 3 * rng.normal(size=(n_runs, n_features))[runs] + rng.normal(size=(len(runs), n_features))
+    x += effect * np.asarray(factor)[:, None]
+    return x, factor, runs
+
+
+def test_block_permanova_equals_repeated_measures_anova_for_one_feature():
+    from statsmodels.stats.anova import AnovaRM
+
+    rng = np.random.default_rng(0)
+    x, factor, runs = _blocked(rng, effect=1.0, n_features=1)
+    frame = pd.DataFrame({"y": x[:, 0], "budget": factor.astype(str), "run": runs})
+    reference = AnovaRM(frame, "y", "run", within=["budget"]).fit().anova_table
+    result = permanova.block_permanova(x, factor, runs, n_permutations=199, seed=0)
+    assert result.statistic == pytest.approx(float(reference["F Value"].iloc[0]), rel=1e-10)
+    assert result.per_stratum["df_residual"].iloc[0] == reference["Den DF"].iloc[0]
+
+
+def test_block_permanova_permutes_within_runs_and_detects_a_budget_effect():
+    rng = np.random.default_rng(1)
+    x, factor, runs = _blocked(rng, effect=3.0)
+    assert permanova.block_permanova(x, factor, runs, n_permutations=199).p_value <= 0.01
+    # large run effects, no budget effect: a test that ignored the runs would be swamped; this one is uniform
+    rejections = [permanova.block_permanova(*_blocked(np.random.default_rng(100 + i)), n_permutations=99,
+                                            seed=i).p_value <= 0.05 for i in range(200)]
+    assert _binomial_band(np.mean(rejections), 200)
+
+
+def test_block_permanova_refuses_incomplete_runs():
+    x, factor, runs = _blocked(np.random.default_rng(2))
+    with pytest.raises(ValueError, match="every level"):
+        permanova.block_permanova(x[1:], factor[1:], runs[1:])
+
+
+def test_paradigm_power_fast_exact_path_equals_nested_permanova():
+    # the exact path enumerates partitions once; it must reject exactly when nested_permanova does
+    per_unit = design.unit_labels(FULL["method"].tolist(), FULL["paradigm"].tolist())
+    unit_codes = pd.Index(per_unit.index).get_indexer(FULL["method"])
+    _, paradigm_of_unit = np.unique(per_unit.to_numpy(), return_inverse=True)
+    _, stratum_codes = np.unique(FULL["backbone"], return_inverse=True)
+    for stratify in (True, False):
+        curve, _ = permanova.paradigm_power(FULL, [0.7], n_sim=30, n_features=5, stratify=stratify, seed=3)
+        rng = np.random.default_rng(3)  # the same draws as paradigm_power's exact path
+        hits = 0
+        for _ in range(30):
+            x = permanova._simulate_geometry(rng, paradigm_of_unit, unit_codes, stratum_codes, 0.7, 1.0, 1.0, 3.0, 5)
+            hits += permanova.nested_permanova(squareform(pdist(x)), FULL["paradigm"], FULL["method"],
+                                               strata=FULL["backbone"] if stratify else None).p_value <= 0.05
+        assert curve["power"].iloc[0] == pytest.approx(hits / 30)
+        assert 0 < hits < 30  # a test that can tell the two apart

@@ -9,6 +9,14 @@ paradigm (:func:`cluster_agreement`) tested against a label-permutation null
 a two-dimensional map (:func:`embedding_2d`), invariance ranks (:func:`invariance_ranking`), and
 the sensitivity of the label test to the analysis choices (:func:`sensitivity_variants`,
 :func:`sensitivity_table`).
+
+With the method as the unit (the zoo's design, :mod:`sslgeom.design`): cluster agreement over
+every partition of the methods into paradigms (:func:`unit_agreement_test`), paradigm labels moved
+between paradigms (:func:`relabel`); for claim 3, a scale-free invariance measure
+(:func:`scale_free_invariance`) checked against the direct sensitivity of chapter 02
+(:func:`direct_sensitivity`) by rank agreement with whole methods permuted (:func:`rank_agreement`,
+:func:`rank_agreement_power`); and the budget checkpoints of a run as a trajectory
+(:func:`run_trajectories`).
 """
 
 from __future__ import annotations
@@ -45,6 +53,15 @@ __all__ = [
     "label_tests",
     "sensitivity_variants",
     "sensitivity_table",
+    "AgreementResult",
+    "unit_agreement_test",
+    "relabel",
+    "direct_sensitivity",
+    "scale_free_invariance",
+    "AgreementTest",
+    "rank_agreement",
+    "rank_agreement_power",
+    "run_trajectories",
 ]
 
 
@@ -609,3 +626,418 @@ def sensitivity_table(
                             seed=seed)
         rows[variant] = {**_agreement_row(result, labels.nunique()), "features": vectors.shape[1]}
     return pd.DataFrame(rows).T[["features", "ARI", "p (ARI)", "NMI", "p (NMI)"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim 1 with the method as the unit: cluster agreement over method partitions, label variants
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AgreementResult:
+    """Outcome of :func:`unit_agreement_test`.
+
+    Attributes
+    ----------
+    ari, nmi : float
+        Observed agreement, averaged over strata.
+    p_ari, p_nmi : float
+        Exact (``#{assignments with agreement >= observed} / n_assignments``) or Monte Carlo.
+    min_p : float
+        Smallest p-value the test can return (``1 / n_assignments`` when exact).
+    exact : bool
+    n_assignments : int
+        Partitions of the methods enumerated (exact) or drawn.
+    per_stratum : pandas.DataFrame
+        One row per stratum: ``models, clusters, ARI, NMI`` (observed).
+    clusters : pandas.Series
+        Cluster of each model (within its stratum), indexed by model.
+    null_ari, null_nmi : array, shape (n_assignments,)
+    """
+
+    ari: float
+    nmi: float
+    p_ari: float
+    p_nmi: float
+    min_p: float
+    exact: bool
+    n_assignments: int
+    per_stratum: pd.DataFrame
+    clusters: pd.Series = field(repr=False)
+    null_ari: np.ndarray = field(repr=False)
+    null_nmi: np.ndarray = field(repr=False)
+
+
+def unit_agreement_test(
+    distances: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    group: str = "paradigm",
+    unit: str = "method",
+    stratum: str | None = "backbone",
+    method: str = "average",
+    max_enumerate: int = 20_000,
+    n_permutations: int = 9_999,
+    seed: int = 0,
+) -> AgreementResult:
+    """Do geometry clusters agree with the paradigm more than other groupings of the *methods* would?
+
+    Within each stratum (backbone) the models' tree is cut into as many clusters as there are
+    groups (paradigms); the statistic is the ARI (and NMI) between clusters and paradigms,
+    averaged over strata. Under the null hypothesis methods are exchangeable between paradigms,
+    so the null reassigns *whole methods* (every seed and backbone of a method together, the same
+    reassignment in every stratum) to groups of the observed sizes: every distinct partition when
+    there are at most ``max_enumerate`` (ARI and NMI ignore group names; 8 methods in 2/4/2 give
+    210 partitions, smallest p-value 1/210), else ``n_permutations`` random ones
+    (:func:`sslgeom.design.unit_permutation_test`). The clusters come from geometry alone and stay
+    fixed.
+
+    Parameters
+    ----------
+    distances : pandas.DataFrame, shape (n_models, n_models)
+        From :func:`model_distances` (all strata together; only within-stratum blocks are used).
+    labels : pandas.DataFrame
+        Indexed by model (at least the models of ``distances``), columns ``group``, ``unit`` and
+        ``stratum``.
+    group, unit, stratum : str
+        Column names; ``stratum=None`` treats all models as one stratum.
+    method : str
+        Linkage rule (:data:`LINKAGES`).
+    max_enumerate, n_permutations, seed
+        As in :func:`sslgeom.design.unit_permutation_test`.
+
+    Returns
+    -------
+    AgreementResult
+    """
+    from sslgeom.design import unit_labels, unit_permutation_test
+
+    rows = labels.loc[distances.index]
+    per_unit = unit_labels(rows[unit].astype(str).to_numpy(), rows[group].astype(str).to_numpy())
+    groups, observed = np.unique(per_unit.to_numpy(), return_inverse=True)
+    if len(groups) < 2:
+        raise ValueError(f"the {unit}s fall into a single {group}; agreement needs at least two groups.")
+    unit_of_model = pd.Index(per_unit.index).get_indexer(rows[unit].astype(str))
+    strata = rows[stratum].astype(str).to_numpy() if stratum is not None else np.full(len(rows), "all")
+    blocks, table, clusters = [], [], pd.Series(0, index=distances.index, dtype=np.int64)
+    for value in pd.unique(strata):
+        keep = np.flatnonzero(strata == value)
+        n_clusters = min(len(groups), len(keep))
+        if len(keep) < 2:
+            continue
+        codes, _ = cluster_models(distances.iloc[keep, keep], n_clusters, method=method)
+        clusters.iloc[keep] = codes
+        blocks.append((codes, unit_of_model[keep], int(codes.max()) + 1))
+        ari, nmi = _fast_agreement(codes, observed[unit_of_model[keep]], int(codes.max()) + 1, len(groups))
+        table.append({"stratum": value, "models": len(keep), "clusters": n_clusters, "ARI": ari, "NMI": nmi})
+    if not blocks:
+        raise ValueError("no stratum holds two or more models.")
+
+    def agreement(assignments: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(assignments), 2))
+        for codes, units_here, n_clusters in blocks:
+            for b, assignment in enumerate(assignments):
+                out[b] += _fast_agreement(codes, assignment[units_here], n_clusters, len(groups))
+        return out / len(blocks)
+
+    test = unit_permutation_test(agreement, observed, distinct=True, max_enumerate=max_enumerate,
+                                 n_permutations=n_permutations, seed=seed)
+    statistic, p_value = np.atleast_1d(test.statistic), np.atleast_1d(test.p_value)
+    return AgreementResult(float(statistic[0]), float(statistic[1]), float(p_value[0]), float(p_value[1]),
+                           test.min_p, test.exact, test.n_assignments,
+                           pd.DataFrame(table).set_index("stratum"), clusters, test.null[:, 0], test.null[:, 1])
+
+
+def relabel(labels: pd.DataFrame, moves: Mapping[str, str], *, group: str = "paradigm",
+            unit: str = "method") -> pd.DataFrame:
+    """A copy of ``labels`` with some units moved to another group (e.g. DINO to non-contrastive).
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        Columns ``group`` and ``unit``.
+    moves : mapping of str to str
+        Unit -> its new group. Units absent from ``labels`` are ignored (a smaller zoo).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same index and columns.
+    """
+    out = labels.copy()
+    for name, new_group in moves.items():
+        out.loc[out[unit].astype(str) == str(name), group] = str(new_group)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim 3: a scale-free invariance measure, checked against the direct sensitivity of chapter 02
+# ---------------------------------------------------------------------------------------------
+
+def direct_sensitivity(
+    model_names: Sequence[str],
+    *,
+    n_base: int,
+    seed: int = 0,
+    n_points: int | None = None,
+    families: Sequence[str] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Chapter 02's sensitivity of every model to every family, and its typical distance between images.
+
+    For each model, the augmentation manifolds (read from the feature cache when the geometry
+    table was built with the same ``n_base``, ``n_points`` and ``seed``) give
+    :func:`sslgeom.manifolds.invariance_table`; the *sensitivity* to a family is the mean
+    ``relative_distance`` (distance of a view from the clean feature divided by the mean distance
+    between two different clean base images) over the non-identity strengths: chapter 02's
+    definition. The *typical distance* is :func:`sslgeom.manifolds.typical_distance` of the clean
+    base features.
+
+    Returns
+    -------
+    sensitivity : pandas.DataFrame, shape (n_models, n_families)
+        Lower means more invariant.
+    typical : pandas.Series, shape (n_models,)
+    """
+    from tqdm.auto import tqdm
+
+    from sslgeom import manifolds
+
+    sensitivity, typical = {}, {}
+    for name in tqdm(list(model_names), desc="sensitivity", disable=not progress):
+        curves = manifolds.augmentation_manifolds(name, families=families, n_base=n_base, n_points=n_points,
+                                                  seed=seed, device=device, progress=False)
+        profile = manifolds.invariance_table(curves.values())
+        moved = profile[profile["relative_strength"] != 0.0]
+        sensitivity[name] = moved.groupby("family", sort=False)["relative_distance"].mean()
+        typical[name] = manifolds.typical_distance(next(iter(curves.values())).clean_features)
+    return pd.DataFrame(sensitivity).T, pd.Series(typical, name="typical_distance")
+
+
+def scale_free_invariance(
+    table: pd.DataFrame,
+    scale: pd.Series,
+    metric: str = "diameter",
+    statistic: str = "median",
+    graph: str = "nnk",
+) -> pd.DataFrame:
+    """An augmentation-manifold metric divided by the model's own scale (e.g. its typical distance).
+
+    The NNK polytope diameter is a length in feature space. Models spread images over very
+    different scales (a random network maps all images close together), so raw diameters rank
+    models by scale, not by invariance. Dividing by the model's typical distance between two
+    *different* images gives a scale-free number: 0.5 means a view's neighbourhood spans half the
+    distance that separates two images.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Geometry table.
+    scale : pandas.Series
+        Positive scale per model (e.g. from :func:`direct_sensitivity`), indexed by model.
+    metric, statistic, graph : str
+        Which summary of the augmentation manifolds to use.
+
+    Returns
+    -------
+    pandas.DataFrame, shape (n_models, n_families)
+        Lower means more invariant.
+    """
+    check_table(table)
+    rows = table[(table["manifold"] == "augmentation") & (table["metric"] == metric)
+                 & (table["statistic"] == statistic) & (table["graph"] == graph)]
+    if rows.empty:
+        raise ValueError(f"no augmentation rows with metric={metric!r}, statistic={statistic!r}, graph={graph!r}.")
+    wide = rows.pivot_table(index="model", columns="family", values="value", aggfunc="first")
+    missing = [m for m in wide.index if m not in scale.index]
+    if missing:
+        raise ValueError(f"no scale for model(s) {missing[:5]}.")
+    scale = scale.loc[wide.index].astype(float)
+    if not np.all(scale > 0):
+        raise ValueError("scales must be positive.")
+    wide.columns.name = None
+    return wide.div(scale, axis=0)
+
+
+def _rank_columns(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(values, axis=0)
+
+
+def _column_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching columns; x (n, f), y (..., n, f) -> (..., f)."""
+    xc = x - x.mean(axis=0)
+    yc = y - y.mean(axis=-2, keepdims=True)
+    numerator = (xc * yc).sum(axis=-2)
+    denominator = np.sqrt((xc**2).sum(axis=0) * (yc**2).sum(axis=-2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, 0.0)
+
+
+@dataclass(frozen=True)
+class AgreementTest:
+    """Outcome of :func:`rank_agreement`.
+
+    Attributes
+    ----------
+    per_column : pandas.DataFrame
+        One row per column (family): ``rho`` (Spearman across models), ``p_value`` (one-sided,
+        unit permutations), ``q_value`` (BH across columns).
+    mean_rho : float
+        The statistic of the overall test: the mean of the columns' Spearman correlations.
+    p_value : float
+        Monte Carlo, one-sided (``rho > 0``), whole units permuted.
+    min_p : float
+        ``1 / (n_permutations + 1)``.
+    n_permutations : int
+    null : array, shape (n_permutations,)
+        Mean Spearman correlation under unit permutations.
+    """
+
+    per_column: pd.DataFrame
+    mean_rho: float
+    p_value: float
+    min_p: float
+    n_permutations: int
+    null: np.ndarray = field(repr=False)
+
+
+def rank_agreement(
+    x: pd.DataFrame,
+    y: pd.DataFrame,
+    units: Sequence,
+    *,
+    positions: Sequence | None = None,
+    n_permutations: int = 1999,
+    q: float = 0.05,
+    seed: int = 0,
+) -> AgreementTest:
+    """Do two measurements rank the models alike, column by column? Spearman, with units permuted.
+
+    For each shared column (augmentation family) the Spearman correlation across models between
+    ``x`` and ``y``; the overall statistic is their mean. Models of one unit (method) share its
+    training, so both measurements can carry a common unit effect; permuting single models would
+    then give too narrow a null. The permutations move whole units instead
+    (:func:`sslgeom.design.unit_permutations`: unit ``u`` takes the ``y`` rows of unit ``pi(u)``,
+    matched position by position, e.g. by (backbone, seed)).
+
+    Parameters
+    ----------
+    x, y : pandas.DataFrame, shape (n_models, n_columns)
+        Same index (models); the shared columns are compared.
+    units : sequence, shape (n_models,)
+        Unit of each model (method).
+    positions : sequence, shape (n_models,), optional
+        Position of each model within its unit (default: order of appearance).
+    n_permutations : int
+    q : float
+        False discovery rate of the per-column BH adjustment.
+    seed : int
+
+    Returns
+    -------
+    AgreementTest
+    """
+    from sslgeom.design import unit_permutations
+    from sslgeom.stats import bh
+
+    if not x.index.equals(y.index):
+        raise ValueError("x and y must have the same index (one row per model, same order).")
+    columns = [c for c in x.columns if c in y.columns]
+    if not columns:
+        raise ValueError("x and y share no column.")
+    if len(x) < 3:
+        raise ValueError(f"need at least 3 models to correlate ranks; got {len(x)}.")
+    rx = _rank_columns(x[columns].to_numpy(dtype=np.float64))
+    ry = _rank_columns(y[columns].to_numpy(dtype=np.float64))
+    observed = _column_correlations(rx, ry)
+    index = unit_permutations(units, n_permutations, seed=seed, positions=positions)
+    null = _column_correlations(rx, ry[index])  # (B, f)
+    p_columns = permutation_pvalue(observed, null)
+    _, q_columns = bh(np.atleast_1d(p_columns), q)
+    mean_null = null.mean(axis=1)
+    p_value = float(permutation_pvalue(observed.mean(), mean_null))
+    table = pd.DataFrame({"rho": observed, "p_value": p_columns, "q_value": q_columns}, index=columns)
+    return AgreementTest(table, float(observed.mean()), p_value, 1.0 / (n_permutations + 1), n_permutations,
+                         mean_null)
+
+
+def rank_agreement_power(
+    units: Sequence,
+    rho: float,
+    *,
+    n_columns: int,
+    unit_share: float = 0.5,
+    positions: Sequence | None = None,
+    n_sim: int = 100,
+    n_permutations: int = 199,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> float:
+    """Power of :func:`rank_agreement`'s overall test when the two measurements correlate at ``rho``.
+
+    Simulation on the given design: per column, a latent value per model (a unit effect with
+    share ``unit_share`` of its variance plus a model part); ``x`` is the latent value, ``y``
+    is ``rho`` times it plus independent noise with the same unit structure, so the true
+    correlation of ``x`` and ``y`` across models is ``rho``.
+
+    Returns
+    -------
+    float
+        Share of ``n_sim`` simulations with ``p <= alpha``.
+    """
+    check_int(n_sim, "n_sim", minimum=1)
+    units = np.asarray(units)
+    _, codes = np.unique(units, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    n = len(units)
+
+    def draw() -> np.ndarray:
+        shared = rng.normal(size=(codes.max() + 1, n_columns))[codes]
+        return np.sqrt(unit_share) * shared + np.sqrt(1 - unit_share) * rng.normal(size=(n, n_columns))
+
+    hits = 0
+    for _ in range(n_sim):
+        latent = draw()
+        x = pd.DataFrame(latent)
+        y = pd.DataFrame(rho * latent + np.sqrt(1 - rho**2) * draw())
+        test = rank_agreement(x, y, units, positions=positions, n_permutations=n_permutations,
+                              seed=int(rng.integers(2**32)))
+        hits += test.p_value <= alpha
+    return hits / n_sim
+
+
+# ---------------------------------------------------------------------------------------------
+# Budget axis: the checkpoints of one run as a trajectory
+# ---------------------------------------------------------------------------------------------
+
+def run_trajectories(distances: pd.DataFrame, labels: pd.DataFrame, *, run: str = "run_id",
+                     budget: str = "budget_fraction") -> pd.DataFrame:
+    """How far each run's geometry moves between its budget checkpoints.
+
+    Parameters
+    ----------
+    distances : pandas.DataFrame, shape (n_models, n_models)
+    labels : pandas.DataFrame
+        Indexed by model; columns ``run`` and ``budget``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run (with at least two checkpoints) and per budget below the largest:
+        ``run, budget, to_final`` (distance to the run's last checkpoint) and ``step`` (distance
+        to the run's next checkpoint).
+    """
+    rows = labels.loc[distances.index]
+    out = []
+    for run_id, members in rows.groupby(run, sort=False):
+        ordered = members.sort_values(budget)
+        if len(ordered) < 2:
+            continue
+        names, final = list(ordered.index), ordered.index[-1]
+        for current, following in zip(names[:-1], names[1:]):
+            out.append({"run": run_id, "budget": float(ordered.loc[current, budget]),
+                        "to_final": float(distances.loc[current, final]),
+                        "step": float(distances.loc[current, following])})
+    return pd.DataFrame(out, columns=["run", "budget", "to_final", "step"])

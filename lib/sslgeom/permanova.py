@@ -13,7 +13,11 @@ Three questions, each tested with the permutations its design allows:
   in the model, tested by the same method-level relabelling, BH-corrected across metrics.
 
 :func:`paradigm_power` simulates paradigm effects of increasing size on the design and finds the
-smallest one the method-level test detects with 80% power.
+smallest one the method-level test detects with 80% power, with variance components estimated
+from the real vectors by :func:`simulation_settings` (:func:`power_at` reads the curve);
+:func:`no_effect_verdict` turns test and power into the verdict on a claim of *no* effect.
+:func:`block_permanova` tests a within-run factor (the training budget) with the checkpoints of a
+run as repeated measures.
 
 Distances are squared once; every pseudo-F is computed from the matrix of summed squared distances
 between units, ``A[u, v] = sum_{i in u, j in v} d_ij^2``, so a batch of relabellings costs a
@@ -28,8 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .design import unit_labels, unit_permutation_test, within_strata_permutations
-from .stats import bh, partial_eta_squared, permutation_pvalue
+from .design import (count_assignments, enumerate_assignments, unit_labels, unit_permutation_test,
+                     within_strata_permutations)
+from .stats import bh, exact_pvalue, partial_eta_squared, permutation_pvalue
 from .validation import check_int
 
 __all__ = [
@@ -40,6 +45,10 @@ __all__ = [
     "nested_permanova",
     "metric_effects",
     "paradigm_power",
+    "simulation_settings",
+    "power_at",
+    "no_effect_verdict",
+    "block_permanova",
 ]
 
 
@@ -474,18 +483,157 @@ def paradigm_power(
     _, stratum_codes = _codes(design["backbone"].to_numpy())
     strata = design["backbone"].to_numpy() if stratify else None
     rng = np.random.default_rng(seed)
+    n_groups = int(paradigm_of_unit.max()) + 1
+    exact = count_assignments(np.bincount(paradigm_of_unit), distinct=True) <= check_int(
+        max_enumerate, "max_enumerate", minimum=1)
+    # exact designs: the partitions are the same in every simulation, so enumerate them once and
+    # compute the pseudo-F of every partition directly (the numbers of nested_permanova, faster)
+    assignments = enumerate_assignments(paradigm_of_unit, distinct=True) if exact else None
+    keeps = [stratum_codes == s for s in range(int(stratum_codes.max()) + 1)] if stratify else [slice(None)]
     rows = []
     for effect in effects:
         rejections = 0
         for _ in range(n_sim):
             x = _simulate_geometry(rng, paradigm_of_unit, unit_codes, stratum_codes, effect, seed_sd, method_sd,
                                    backbone_sd, n_features)
-            result = nested_permanova(squareform(pdist(x)), design["paradigm"].to_numpy(), design["method"].to_numpy(),
-                                      strata=strata, max_enumerate=max_enumerate, n_permutations=n_permutations,
-                                      seed=int(rng.integers(2**32)))
-            rejections += result.p_value <= alpha
+            if exact:
+                d2 = squareform(pdist(x, "sqeuclidean"))
+                total = np.zeros(len(assignments))
+                observed_f = 0.0
+                for keep in keeps:
+                    block, sizes = _unit_blocks(d2[np.ix_(keep, keep)] if not isinstance(keep, slice) else d2,
+                                                unit_codes[keep], len(paradigm_of_unit))
+                    total += pseudo_f(block, sizes, assignments, n_groups)[0]
+                    observed_f += pseudo_f(block, sizes, paradigm_of_unit[None, :], n_groups)[0][0]
+                p_value = exact_pvalue(observed_f, total)
+            else:
+                p_value = nested_permanova(squareform(pdist(x)), design["paradigm"].to_numpy(),
+                                           design["method"].to_numpy(), strata=strata, max_enumerate=max_enumerate,
+                                           n_permutations=n_permutations, seed=int(rng.integers(2**32))).p_value
+            rejections += p_value <= alpha
         low, high = proportion_confint(rejections, n_sim, alpha=0.05, method="wilson")
         rows.append({"effect": float(effect), "power": rejections / n_sim, "low": low, "high": high})
     curve = pd.DataFrame(rows)
     powered = curve.loc[curve["power"] >= target_power, "effect"]
     return curve, float(powered.min()) if len(powered) else float("nan")
+
+
+def simulation_settings(vectors: pd.DataFrame, methods: Sequence[Hashable]) -> dict[str, float]:
+    """The variance components that :func:`paradigm_power` needs, estimated from real geometry vectors.
+
+    Parameters
+    ----------
+    vectors : pandas.DataFrame, shape (n_models, n_features)
+        Geometry vectors (z-scored as for the distances) of models of *one* backbone and budget,
+        with several seeds per method.
+    methods : sequence, shape (n_models,)
+        Method of each model.
+
+    Returns
+    -------
+    dict
+        ``seed_sd`` and ``method_sd``: medians over features of the within-method (seed-to-seed)
+        and between-method standard deviations (:func:`sslgeom.stats.variance_components`);
+        ``n_features``: the effective number of independent features, the participation ratio
+        ``(sum lambda)^2 / sum lambda^2`` of the eigenvalues of the features' correlation matrix
+        (rounded, at least 1), since :func:`paradigm_power` simulates independent features and
+        correlated features carry less independent evidence.
+    """
+    from .stats import variance_components
+
+    values = vectors.to_numpy(dtype=np.float64)
+    keep = values.std(axis=0) > 1e-12
+    values = values[:, keep]
+    if values.shape[1] == 0:
+        raise ValueError("every feature is constant across these models.")
+    between, within = variance_components(values, np.asarray(methods))
+    eigenvalues = np.clip(np.linalg.eigvalsh(np.corrcoef(values, rowvar=False)), 0, None)
+    ratio = eigenvalues.sum() ** 2 / np.sum(eigenvalues**2)
+    return {"seed_sd": float(np.median(within)), "method_sd": float(np.median(between)),
+            "n_features": int(max(1, round(ratio)))}
+
+
+def power_at(curve: pd.DataFrame, effect: float) -> float:
+    """Power of a :func:`paradigm_power` curve at one of its effects (NaN if not on the grid)."""
+    rows = curve.loc[np.isclose(curve["effect"].to_numpy(dtype=np.float64), effect), "power"]
+    return float(rows.iloc[0]) if len(rows) else float("nan")
+
+
+def no_effect_verdict(p_value: float, power: float, *, q: float = 0.05, power_threshold: float = 0.8) -> str:
+    """Verdict on a claim that an effect is *absent* (claim 1: geometry is not tied to paradigm).
+
+    :func:`sslgeom.stats.verdict` judges a claim that an effect exists. A claim of absence reads
+    the same test the other way round:
+
+    1. the test rejects (``p_value <= q``): an effect is found, the claim is ``"not supported"``;
+    2. it does not reject and the design had at least ``power_threshold`` power at the minimal
+       effect of interest: the claim is ``"supported"`` (an effect that large would have been seen);
+    3. otherwise ``"this design cannot tell"``.
+    """
+    from .stats import CANNOT_TELL, NOT_SUPPORTED, SUPPORTED, verdict
+
+    effect = verdict(p_value, power, q=q, power_threshold=power_threshold)
+    return {SUPPORTED: NOT_SUPPORTED, NOT_SUPPORTED: SUPPORTED, CANNOT_TELL: CANNOT_TELL}[effect]
+
+
+def block_permanova(
+    vectors,
+    factor: Sequence[Hashable],
+    blocks: Sequence[Hashable],
+    *,
+    n_permutations: int = 999,
+    seed: int = 0,
+) -> PermanovaResult:
+    """Repeated-measures PERMANOVA: a within-block factor (budget) with blocks (runs), Euclidean.
+
+    The checkpoints of one run are repeated measures of that run, so the budget effect is tested
+    within runs: each run's mean is removed, ``SS_factor = sum_l n_l ||mean_l||^2`` of the
+    centred vectors, ``SS_residual`` the rest, and ``F = (SS_factor / (L - 1)) / (SS_residual /
+    ((R - 1)(L - 1)))`` for ``R`` complete blocks of ``L`` levels (summed over features: with one
+    feature, the F of a one-way repeated-measures ANOVA). The permutations shuffle the factor
+    labels *within* each block only, independently.
+
+    Parameters
+    ----------
+    vectors : array or DataFrame, shape (n_models, n_features)
+        Coordinates (e.g. z-scored geometry vectors, whose Euclidean distances the other tests use).
+    factor : sequence, shape (n_models,)
+        Level of each model (budget fraction).
+    blocks : sequence, shape (n_models,)
+        Block of each model (run); every block must hold each level once.
+    n_permutations, seed : int
+
+    Returns
+    -------
+    PermanovaResult
+        ``per_stratum`` holds one row (``"within runs"``).
+    """
+    n_permutations = check_int(n_permutations, "n_permutations", minimum=1)
+    x = np.asarray(vectors, dtype=np.float64)
+    levels, codes = _codes(factor)
+    block_levels, block_codes = _codes(blocks)
+    if len(codes) != len(x) or len(block_codes) != len(x):
+        raise ValueError("factor and blocks need one entry per row of vectors.")
+    n_levels, n_blocks = len(levels), len(block_levels)
+    counts = np.zeros((n_blocks, n_levels), dtype=np.int64)
+    np.add.at(counts, (block_codes, codes), 1)
+    if n_levels < 2 or n_blocks < 2 or np.any(counts != 1):
+        raise ValueError("block_permanova needs at least 2 levels and 2 blocks, each block holding every level "
+                         "exactly once (complete repeated measures).")
+    means = np.zeros((n_blocks, x.shape[1]))
+    np.add.at(means, block_codes, x)
+    centred = x - means[block_codes] / n_levels
+    total = float((centred**2).sum())
+    permuted = within_strata_permutations(codes, block_codes, n_permutations, seed)
+    assignments = np.vstack([codes[None, :], permuted])
+    onehot = (assignments[:, :, None] == np.arange(n_levels)).astype(np.float64)  # (B, n, L)
+    sums = np.einsum("bnl,nf->blf", onehot, centred)
+    ss_factor = (sums**2).sum(axis=(1, 2)) / n_blocks
+    df_factor, df_residual = n_levels - 1, (n_blocks - 1) * (n_levels - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = (ss_factor / df_factor) / ((total - ss_factor) / df_residual)
+    ss_all = float(((x - x.mean(axis=0)) ** 2).sum())
+    table = pd.DataFrame([{"stratum": "within runs", "F": f[0], "r2": ss_factor[0] / ss_all,
+                           "df_effect": df_factor, "df_residual": df_residual, "n": len(x)}]).set_index("stratum")
+    return PermanovaResult(float(f[0]), float(permutation_pvalue(f[0], f[1:])), 1.0 / (n_permutations + 1), False,
+                           n_permutations, table, f[1:])
