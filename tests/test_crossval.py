@@ -147,3 +147,98 @@ def test_paired_swap_test_type_one_error(coefficient, bound):
         assert abs(rate - 0.05) <= 3 * np.sqrt(0.05 * 0.95 / n_sim), rate
     else:
         assert rate <= bound, rate
+
+
+def test_score_targets_matches_the_single_target_functions_and_shares_permutations():
+    rng = np.random.default_rng(30)
+    x = _clustered(rng, 6)
+    targets = pd.DataFrame({"a": x[0] + rng.normal(size=len(x)), "b": _clustered(rng, 1)[0]})
+    scored = crossval.score_targets(x, targets, MANIFEST, n_select=2, n_permutations=29, seed=3)
+    for name in targets:
+        single = crossval.calibrated_score(x, targets[name], MANIFEST, n_select=2, n_permutations=29, seed=3)
+        np.testing.assert_allclose(scored.per_target[name].null, single.null)
+        assert scored.per_target[name].observed == pytest.approx(single.observed)
+    # the mean's null is the mean of the targets' nulls, permutation by permutation
+    np.testing.assert_allclose(scored.mean.null, (scored.per_target["a"].null + scored.per_target["b"].null) / 2)
+    # selection frequencies: n_select descriptors per fold, so each target's column sums to n_select
+    np.testing.assert_allclose(scored.selected.sum(axis=0), 2.0)
+    assert scored.selected.loc[0, "a"] > 0.8  # the informative descriptor is kept in most folds
+    pd.testing.assert_series_equal(scored.predictions["a"],
+                                   crossval.lomo_predict(x, targets["a"], MANIFEST, n_select=2).rename("a"))
+    direct = crossval.score_targets(x[0], targets, MANIFEST, sign=-1, n_permutations=29, seed=3)
+    single = crossval.direct_score(x[0], targets["b"], MANIFEST, sign=-1, n_permutations=29, seed=3)
+    np.testing.assert_allclose(direct.per_target["b"].null, single.null)
+    assert direct.selected.empty and set(direct.table().index) == {"a", "b", "mean"}
+    with pytest.raises(ValueError, match="one number"):
+        crossval.score_targets(x, targets, MANIFEST, sign=1, n_permutations=5)
+
+
+def test_bootstrap_score_covers_the_observed_score_and_refits():
+    rng = np.random.default_rng(31)
+    x = _clustered(rng, 3)
+    y = pd.Series(x[0] + 0.5 * rng.normal(size=len(x)), index=x.index)
+    low, high, draws = crossval.bootstrap_score(x, y, MANIFEST, n_boot=60, seed=0)
+    observed = crossval.score_targets(x, y, MANIFEST, n_permutations=1).mean.observed
+    assert low < observed < high and np.isfinite(draws).sum() >= 55
+    fixed_low, fixed_high, _ = crossval.bootstrap_score(x[0], y, MANIFEST, sign=1, n_boot=60, seed=0)
+    assert 0.5 < fixed_low < fixed_high
+
+
+def test_paired_comparison_with_a_fixed_sign_baseline_and_several_targets():
+    rng = np.random.default_rng(32)
+    x = _clustered(rng, 2)
+    targets = pd.DataFrame({t: x[0] + 0.3 * rng.normal(size=len(x)) for t in "ab"})
+    result = crossval.paired_comparison(x[[0]], x[1], targets, MANIFEST, sign_b=1, n_boot=20, seed=0)
+    from scipy.stats import spearmanr
+
+    direct = np.mean([spearmanr(x[1], targets[t]).statistic for t in "ab"])
+    assert result.score_b == pytest.approx(direct)
+    assert result.difference > 0.5 and result.p_value <= 2 / 256 + 1e-12 and result.low > 0
+    # the additive statistic is the difference itself (no ties): the sum of the methods' terms
+    same = crossval.paired_comparison(x[0], x[0], targets, MANIFEST, sign_a=1, sign_b=1, n_boot=2)
+    assert same.difference == 0 and same.p_value == 1.0
+
+
+def test_power_with_many_descriptors_is_lower_than_with_the_informative_one_alone():
+    table = MANIFEST[MANIFEST["backbone"] == "convnet"]
+    kwargs = dict(correlations=(0.9,), noise_x=0.3, noise_y=0.3, n_sim=30, n_permutations=39, seed=1)
+    one, _ = crossval.correlation_power(table, **kwargs)
+    many, _ = crossval.correlation_power(table, n_descriptors=60, n_select=2, n_targets=2, **kwargs)
+    assert many.loc[0, "power"] <= one.loc[0, "power"]
+    null, _ = crossval.correlation_power(table, correlations=(0.0,), n_descriptors=20, n_select=2,
+                                         n_sim=60, n_permutations=19, seed=2)
+    assert null.loc[0, "power"] <= 0.15  # nominal 0.05; 60 simulations
+
+
+@pytest.mark.parametrize("kind", ["many descriptors, 2 selected", "binary label, pooled", "fixed sign"])
+def test_every_kind_of_predictor_scores_zero_on_average_on_noise_targets(kind):
+    # The chapter's predictors: MGM sets (about 100 descriptors, 2 kept per fold), a one-bit
+    # nuisance label through the cross-validation (the backbone, pooled), and a single number with
+    # its sign fixed (RankMe, alpha-ReQ, source kNN). Descriptors carry method effects, targets
+    # are independent noise with method effects. The reported (calibrated) score must average zero
+    # within 0.05 over 300 simulations (its SD is at most about 0.3, so the SE is about 0.017).
+    rng = np.random.default_rng(40)
+    backbone = (MANIFEST["backbone"] == "resnet").astype(float)
+    calibrated = []
+    for i in range(300):
+        y = _clustered(rng, 2)
+        if kind == "many descriptors, 2 selected":
+            result = crossval.score_targets(_clustered(rng, 100), y, MANIFEST, n_select=2, n_permutations=19, seed=i)
+        elif kind == "binary label, pooled":
+            result = crossval.score_targets(backbone, y, MANIFEST, n_permutations=19, seed=i)
+        else:
+            result = crossval.score_targets(_clustered(rng, 1)[0], y, MANIFEST, sign=1, n_permutations=19, seed=i)
+        calibrated.append(result.mean.calibrated)
+    assert abs(np.mean(calibrated)) < 0.05, np.mean(calibrated)
+
+
+def test_effective_descriptors_counts_independent_directions():
+    rng = np.random.default_rng(50)
+    independent = pd.DataFrame(rng.normal(size=(5000, 6)))
+    assert crossval.effective_descriptors(independent) == pytest.approx(6, rel=0.02)
+    base = rng.normal(size=(200, 1))
+    copies = pd.DataFrame(np.hstack([base, 2 * base, -base + 1, np.ones((200, 1))]))  # constant column ignored
+    assert crossval.effective_descriptors(copies) == pytest.approx(1.0)
+    two_blocks = pd.DataFrame(np.hstack([np.repeat(rng.normal(size=(5000, 1)), 3, axis=1),
+                                         np.repeat(rng.normal(size=(5000, 1)), 3, axis=1)]))
+    assert crossval.effective_descriptors(two_blocks) == pytest.approx(2.0, rel=0.02)

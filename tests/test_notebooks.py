@@ -74,10 +74,12 @@ def test_exported_tables_match_the_glued_numbers():
     assert glued["top_feature"] == effects.index[0].replace("/", " / ")
     vectors = pd.read_csv(tables / "04_geometry_vs_paradigm" / "geometry_vectors.csv", index_col=0)
     assert int(glued["n_features"]) == vectors.shape[1]
-    claim = pd.read_csv(tables / "05_transfer_prediction" / "claim_scores.csv", index_col=0)
+    claim = pd.read_csv(tables / "05_transfer_prediction" / "claim_scores.csv", index_col=[0, 1])
     glued = _glued("05_transfer_prediction")
-    assert glued["mgm_mean"] == f"{claim.loc['MGM (NNK)', 'mean Spearman']:.2f}"
-    assert glued["mgm_ci"] == f"[{claim.loc['MGM (NNK)', 'low']:.2f}, {claim.loc['MGM (NNK)', 'high']:.2f}]"
+    main = claim.index.get_level_values("analysis")[0]  # the main backbone comes first
+    assert glued["claim_calibrated"] == f"{claim.loc[(main, 'MGM all'), 'calibrated']:.2f}"
+    assert glued["claim2_statistic"].startswith(f"calibrated Spearman {claim.loc[(main, 'MGM all'), 'calibrated']:.2f} [")
+    assert glued["claim2_verdict"] in ("supported", "not supported", "this design cannot tell")
     for table in tables.glob("*/*.csv"):
         sidecar = table.with_suffix(".json")
         assert sidecar.exists(), f"{table} has no provenance sidecar"

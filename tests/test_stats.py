@@ -160,3 +160,25 @@ def test_reliability_of_accuracies_from_per_example_correctness():
     # binomial SE sqrt(p (1 - p) / n)
     np.testing.assert_allclose(se, np.sqrt(distinct.mean(1) * (1 - distinct.mean(1)) / 2000), rtol=0.25)
     assert stats.bootstrap_reliability(same, n_boot=200, seed=0)[0] < 0.5
+
+
+def test_noise_reliability_agrees_with_the_bootstrap_over_test_examples():
+    # Simulated per-example correctness: 15 models with true accuracies spread over 0.70-0.85,
+    # 600 test examples each. The analytic (binomial) form and the bootstrap measure the same thing.
+    rng = np.random.default_rng(3)
+    truth = np.linspace(0.70, 0.85, 15)
+    correct = (rng.random((15, 600)) < truth[:, None]).astype(float)
+    accuracy = correct.mean(axis=1)
+    analytic = stats.noise_reliability(accuracy, stats.binomial_standard_error(accuracy, 600))
+    bootstrap, _ = stats.bootstrap_reliability(correct, n_boot=2000, seed=0)
+    assert abs(analytic - bootstrap) < 0.03, (analytic, bootstrap)
+    # and both are near the true share: var(truth) / (var(truth) + mean binomial variance)
+    true_var = truth.var(ddof=1)
+    expected = true_var / (true_var + np.mean(truth * (1 - truth) / 600))
+    assert abs(analytic - expected) < 0.1
+    # pure noise: every model has the same accuracy, reliability about zero or below
+    same = (rng.random((15, 600)) < 0.8).astype(float).mean(axis=1)
+    assert stats.noise_reliability(same, stats.binomial_standard_error(same, 600)) < 0.5
+    assert np.isnan(stats.noise_reliability([0.5, 0.5], [0.01, 0.01]))
+    with pytest.raises(ValueError):
+        stats.binomial_standard_error([1.2], 10)

@@ -89,3 +89,26 @@ def test_baseline_table_values(tiny_zoo):
     }
     assert table.loc[tiny_zoo[1]].to_dict() == pytest.approx(expected, rel=1e-12)
     assert (table["rankme"] >= 1).all() and table["source_knn"].between(0.3, 1).all()
+
+
+def test_spectrum_baselines_equal_the_baselines_of_the_same_features(tiny_zoo):
+    from sslgeom import data
+
+    table = transfer.spectrum_baselines(tiny_zoo, n_spectrum=120, seed=3, progress=False)
+    assert list(table.columns) == ["rankme", "alpha_req"] and list(table.index) == tiny_zoo
+    test_images, _ = data.load_fashion_mnist("test")
+    images = test_images[np.random.default_rng(3).choice(len(test_images), size=120, replace=False)]
+    features = transfer._features(zoo.load(tiny_zoo[0]), images, "cpu")
+    assert table.loc[tiny_zoo[0], "rankme"] == pytest.approx(baselines.rankme(features), rel=1e-12)
+    assert table.loc[tiny_zoo[0], "alpha_req"] == pytest.approx(baselines.alpha_req(features), rel=1e-12)
+    again = transfer.spectrum_baselines(tiny_zoo, n_spectrum=120, seed=3, progress=False)  # from the cache
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_source_scores_read_the_manifest(tiny_zoo):
+    manifest = zoo.read_manifest()
+    manifest["models"][0].update(probe_accuracy=0.81, knn_accuracy=0.77)
+    zoo.write_manifest(manifest)
+    table = transfer.source_scores(tiny_zoo)
+    assert table.loc[tiny_zoo[0]].tolist() == [0.81, 0.77]
+    assert table.loc[tiny_zoo[1]].isna().all()

@@ -10,9 +10,14 @@ transfer is easy to "predict" from its siblings. The unit of every step here is 
   (whole methods' target vectors move together) and reports the observed score minus the mean of
   that null, which is zero on average when descriptors do not predict the target;
 - :func:`direct_score` scores a single-number baseline with a sign fixed in advance, no fitting;
+- :func:`score_targets` does either for several targets at once, with one set of permutations
+  shared by all targets, so that their mean score has a null and a p-value of its own, and reports
+  how often each descriptor was selected; :func:`bootstrap_score` resamples methods and refits;
 - :func:`paired_comparison` compares two predictors: a bootstrap over methods that refits
   everything and a paired permutation test that swaps their predictions per method;
-- :func:`correlation_power` finds the smallest true correlation these tests detect with 80% power.
+- :func:`correlation_power` finds the smallest true correlation these tests detect with 80% power;
+  :func:`effective_descriptors` says how many independent descriptors a correlated set is worth,
+  for the power simulation.
 
 The design (one row per model) is a manifest: columns ``method, backbone, seed,
 budget_fraction``, indexed by model name (or with a ``name`` column).
@@ -40,6 +45,10 @@ __all__ = [
     "PairedComparison",
     "paired_comparison",
     "correlation_power",
+    "ScoreSet",
+    "score_targets",
+    "bootstrap_score",
+    "effective_descriptors",
 ]
 
 #: Columns that locate a model within its method: permuted targets are matched on them.
@@ -51,9 +60,13 @@ POSITION_COLUMNS: tuple[str, ...] = ("backbone", "seed", "budget_fraction")
 # ---------------------------------------------------------------------------------------------
 
 def _unit_cv_columns(
-    x: np.ndarray, y: np.ndarray, unit_codes: np.ndarray, n_select: int | None, alphas: Sequence[float]
+    x: np.ndarray, y: np.ndarray, unit_codes: np.ndarray, n_select: int | None, alphas: Sequence[float],
+    selected: np.ndarray | None = None,
 ) -> np.ndarray:
     """Leave-one-unit-out predictions of every column of ``y`` (n, m) from ``x`` (n, p).
+
+    ``selected`` (optional, int array (m, p)) is incremented, per target column, by one for every
+    fold in which a descriptor was kept.
 
     For each unit, using the other units' rows only: keep the ``n_select`` descriptors with the
     largest absolute Spearman correlation with the target (all when ``None``), standardise them, fit a ridge whose
@@ -71,6 +84,8 @@ def _unit_cv_columns(
             columns = _select_columns(x_train, y_train, n_select)  # (m, k)
         else:
             columns = np.broadcast_to(np.arange(x.shape[1]), (n_targets, x.shape[1]))
+        if selected is not None:
+            np.add.at(selected, (np.arange(n_targets)[:, None], columns), 1)
         chosen = x_train[:, columns].transpose(1, 0, 2)  # (m, n_train, k)
         mean, std = chosen.mean(axis=1), chosen.std(axis=1)
         std[std == 0] = 1.0
@@ -308,6 +323,203 @@ def direct_score(
 
 
 # ---------------------------------------------------------------------------------------------
+# Several targets at once: shared permutations, their mean, selection frequencies, bootstrap
+# ---------------------------------------------------------------------------------------------
+
+def _as_targets(targets: pd.Series | pd.DataFrame) -> pd.DataFrame:
+    if isinstance(targets, pd.Series):
+        return targets.to_frame(targets.name if targets.name is not None else "target")
+    if not isinstance(targets, pd.DataFrame) or targets.shape[1] == 0:
+        raise TypeError("targets must be a Series or a DataFrame (models x targets) with at least one column.")
+    return targets
+
+
+def _targets_problem(
+    descriptors: pd.DataFrame | pd.Series, targets: pd.DataFrame, design: pd.DataFrame, backbone: str | None,
+    unit: str,
+) -> tuple[_Problem, np.ndarray]:
+    """The problem of the first target, and every target's values on its rows: (n, n_targets)."""
+    problem = _problem(descriptors, targets.iloc[:, 0], design, backbone, unit)
+    y = targets.loc[problem.index].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("every target must be finite for every model used.")
+    return problem, y
+
+
+def _predict_columns(
+    problem: _Problem, y: np.ndarray, n_select: int | None, alphas: Sequence[float], sign: int | None,
+    selected: np.ndarray | None = None,
+) -> np.ndarray:
+    """Out-of-sample predictions of each column of ``y``: the cross-validated ridge, or ``sign * x`` when fixed."""
+    if sign is None:
+        return _unit_cv_columns(problem.x, y, problem.units, n_select, alphas, selected)
+    if sign not in (1, -1):
+        raise ValueError(f"sign must be 1, -1 or None (fitted); got {sign!r}.")
+    if problem.x.shape[1] != 1:
+        raise ValueError(f"a fixed-sign baseline is one number per model; got {problem.x.shape[1]} descriptors.")
+    return np.repeat(sign * problem.x, y.shape[1], axis=1)
+
+
+@dataclass(frozen=True)
+class ScoreSet:
+    """One predictor on several targets: each target's score beside its null, and their mean.
+
+    Attributes
+    ----------
+    per_target : dict of str to CalibratedScore
+        One entry per target column.
+    mean : CalibratedScore
+        The mean of the targets' scores; its null is the mean over targets of each permutation's
+        scores (one method permutation is applied to every target at once), so its p-value tests
+        the targets jointly.
+    predictions : pandas.DataFrame, shape (n_models, n_targets)
+        Out-of-sample predictions of the real targets.
+    selected : pandas.DataFrame, shape (n_descriptors, n_targets)
+        Fraction of folds in which each descriptor was kept (all ones without selection; empty for
+        a fixed-sign baseline).
+    """
+
+    per_target: dict
+    mean: CalibratedScore
+    predictions: pd.DataFrame
+    selected: pd.DataFrame
+
+    def table(self) -> pd.DataFrame:
+        """One row per target and one for ``"mean"``: ``observed, null_mean, null_sd, calibrated, p_value, n_permutations``."""
+        rows = {**self.per_target, "mean": self.mean}
+        return pd.DataFrame({name: {"observed": s.observed, "null_mean": s.null_mean, "null_sd": s.null_sd,
+                                    "calibrated": s.calibrated, "p_value": s.p_value,
+                                    "n_permutations": s.n_permutations} for name, s in rows.items()}).T
+
+
+def score_targets(
+    descriptors: pd.DataFrame | pd.Series,
+    targets: pd.Series | pd.DataFrame,
+    design: pd.DataFrame,
+    *,
+    backbone: str | None = None,
+    unit: str = "method",
+    n_select: int | None = None,
+    alphas: Sequence[float] = RIDGE_ALPHAS,
+    sign: int | None = None,
+    statistic: str = "spearman",
+    n_permutations: int = 199,
+    seed: int = 0,
+) -> ScoreSet:
+    """:func:`calibrated_score` (or :func:`direct_score` when ``sign`` is given) for several targets at once.
+
+    Every target and every one of its ``n_permutations`` method-level permutations goes through
+    the identical pipeline; the permutations are the same for every target (they depend only on
+    the design and ``seed``), so the mean of the targets' scores has a null of its own. With
+    ``sign=None`` the predictor is fitted (leave-one-method-out ridge with in-fold selection of
+    ``n_select`` descriptors); with ``sign=+1/-1`` it is one number per model used as it is, its
+    direction fixed in advance.
+
+    Parameters
+    ----------
+    descriptors : DataFrame (n_models, n_descriptors) or Series
+    targets : Series or DataFrame, shape (n_models, n_targets)
+        Index: the models to use.
+    design, backbone, unit, n_select, alphas
+        As in :func:`lomo_predict`.
+    sign : {None, 1, -1}
+    statistic : {"spearman", "kendall", "r2"}
+    n_permutations, seed : int
+
+    Returns
+    -------
+    ScoreSet
+    """
+    check_choice(statistic, SCORES, "statistic")
+    check_int(n_permutations, "n_permutations", minimum=1)
+    targets = _as_targets(targets)
+    problem, y = _targets_problem(descriptors, targets, design, backbone, unit)
+    index = unit_permutations(problem.units, n_permutations, seed, positions=problem.positions)  # (B, n)
+    width = 1 + n_permutations
+    stacked = np.concatenate([np.column_stack([y[:, t], y[index, t].T]) for t in range(y.shape[1])], axis=1)
+    counts = np.zeros((stacked.shape[1], problem.x.shape[1]), dtype=np.int64) if sign is None else None
+    predictions = _predict_columns(problem, stacked, n_select, alphas, sign, counts)
+    scores = _score_columns(stacked, predictions)[statistic].reshape(y.shape[1], width)
+    per_target = {name: _calibrate(scores[t]) for t, name in enumerate(targets.columns)}
+    columns = (descriptors.columns if isinstance(descriptors, pd.DataFrame) else [descriptors.name])
+    if counts is None:
+        selected = pd.DataFrame(index=pd.Index([], name="descriptor"), columns=targets.columns, dtype=float)
+    else:
+        selected = pd.DataFrame(counts[::width].T / len(problem.names), index=pd.Index(columns, name="descriptor"),
+                                columns=targets.columns)
+    with np.errstate(all="ignore"):
+        mean_scores = np.nanmean(scores, axis=0)
+    return ScoreSet(per_target, _calibrate(mean_scores),
+                    pd.DataFrame(predictions[:, ::width], index=problem.index, columns=targets.columns), selected)
+
+
+def _bootstrap_rows(problem: _Problem, rng: np.random.Generator) -> np.ndarray | None:
+    """Rows of one bootstrap draw of whole units (copies keep their unit code); None if under 3 distinct units."""
+    drawn = rng.integers(0, len(problem.names), len(problem.names))
+    if len(np.unique(drawn)) < 3:  # too few distinct methods to leave one out
+        return None
+    return np.concatenate([np.flatnonzero(problem.units == u) for u in drawn])
+
+
+def bootstrap_score(
+    descriptors: pd.DataFrame | pd.Series,
+    targets: pd.Series | pd.DataFrame,
+    design: pd.DataFrame,
+    *,
+    backbone: str | None = None,
+    unit: str = "method",
+    n_select: int | None = None,
+    alphas: Sequence[float] = RIDGE_ALPHAS,
+    sign: int | None = None,
+    statistic: str = "spearman",
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, np.ndarray]:
+    """Bootstrap over methods of a predictor's mean out-of-sample score, refitting everything per draw.
+
+    Each draw resamples methods with replacement (a method drawn twice brings two copies of all its
+    models, which leave their fold together), reruns the whole pipeline (selection, penalty, fit;
+    nothing for a fixed-sign baseline) on every target and records the mean over targets of the
+    score. For an interval of the calibrated score, subtract the null mean of :func:`score_targets`
+    from the draws (the null's bias is taken as fixed: it depends on the design, which a draw
+    changes only by which methods are repeated).
+
+    Parameters
+    ----------
+    descriptors, targets, design, backbone, unit, n_select, alphas, sign, statistic
+        As in :func:`score_targets`.
+    n_boot : int
+    level : float
+    seed : int
+
+    Returns
+    -------
+    low, high : float
+        Percentile interval of the draws.
+    draws : array, shape (n_boot,)
+        NaN for draws with fewer than 3 distinct methods.
+    """
+    check_choice(statistic, SCORES, "statistic")
+    check_int(n_boot, "n_boot", minimum=1)
+    problem, y = _targets_problem(descriptors, _as_targets(targets), design, backbone, unit)
+    rng = np.random.default_rng(seed)
+    draws = np.full(n_boot, np.nan)
+    for i in range(n_boot):
+        rows = _bootstrap_rows(problem, rng)
+        if rows is None:
+            continue
+        sub = _Problem(problem.index[rows], problem.x[rows], problem.y[rows], problem.units[rows],
+                       [problem.positions[r] for r in rows], problem.names)
+        predictions = _predict_columns(sub, y[rows], n_select, alphas, sign)
+        with np.errstate(all="ignore"):
+            draws[i] = np.nanmean(_score_columns(y[rows], predictions)[statistic])
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(draws, [tail, 100 - tail]) if np.isfinite(draws).any() else (np.nan, np.nan)
+    return float(low), float(high), draws
+
+
+# ---------------------------------------------------------------------------------------------
 # Two predictors compared
 # ---------------------------------------------------------------------------------------------
 
@@ -344,20 +556,26 @@ class PairedComparison:
 def _unit_advantage(
     y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, units: np.ndarray, n_units: int, statistic: str
 ) -> np.ndarray:
-    """Per unit, its additive share of ``score_a - score_b``: (n_units,).
+    """Per unit, its additive share of ``mean_t (score_a - score_b)``: (n_units,).
 
-    Spearman: ``rho = 1 - 6 sum d_i^2 / (n (n^2 - 1))`` with ``d_i`` the rank difference of model
-    ``i`` (exact without ties), so ``rho_a - rho_b`` is proportional to ``sum_i (d_bi^2 - d_ai^2)``,
-    a sum over models of terms that change sign when a model's two ranks are swapped. R^2: the
-    same with squared errors. Ranks are taken once, per predictor, before any swap.
+    ``y, pred_a, pred_b``: (n, n_targets). Spearman: ``rho = 1 - 6 sum d_i^2 / (n (n^2 - 1))`` with
+    ``d_i`` the rank difference of model ``i`` (exact without ties), so ``rho_a - rho_b`` equals
+    ``6 sum_i (d_bi^2 - d_ai^2) / (n (n^2 - 1))``, a sum over models of terms that change sign when a
+    model's two ranks are swapped. R^2: the same with squared errors over the target's total sum of
+    squares. Ranks are taken once, per predictor, before any swap; targets are averaged.
     """
+    y, pred_a, pred_b = (np.asarray(v, dtype=np.float64).reshape(len(units), -1) for v in (y, pred_a, pred_b))
+    n = len(units)
     if statistic == "spearman":
-        rank = lambda v: _average_ranks(v)  # noqa: E731
-        ry = rank(y)
-        loss_a, loss_b = (rank(pred_a) - ry) ** 2, (rank(pred_b) - ry) ** 2
+        ry = _average_ranks(y)
+        loss_a, loss_b = (_average_ranks(pred_a) - ry) ** 2, (_average_ranks(pred_b) - ry) ** 2
+        weight = np.full(y.shape[1], 6.0 / (n * (n**2 - 1)))
     else:
         loss_a, loss_b = (y - pred_a) ** 2, (y - pred_b) ** 2
-    return np.bincount(units, weights=loss_b - loss_a, minlength=n_units)
+        total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+        weight = np.where(total > 0, 1.0 / np.where(total > 0, total, 1.0), 0.0)
+    per_model = ((loss_b - loss_a) * weight).mean(axis=1)
+    return np.bincount(units, weights=per_model, minlength=n_units)
 
 
 def _swap_patterns(n_units: int, max_enumerate: int, n_permutations: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
@@ -371,13 +589,15 @@ def _swap_patterns(n_units: int, max_enumerate: int, n_permutations: int, rng: n
 def paired_comparison(
     descriptors_a: pd.DataFrame | pd.Series,
     descriptors_b: pd.DataFrame | pd.Series,
-    target: pd.Series,
+    target: pd.Series | pd.DataFrame,
     design: pd.DataFrame,
     *,
     backbone: str | None = None,
     unit: str = "method",
     n_select_a: int | None = None,
     n_select_b: int | None = None,
+    sign_a: int | None = None,
+    sign_b: int | None = None,
     alphas: Sequence[float] = RIDGE_ALPHAS,
     statistic: str = "spearman",
     n_boot: int = 200,
@@ -410,6 +630,10 @@ def paired_comparison(
       read a p-value near 0.05 with that in mind, beside the bootstrap interval (whose 95%
       version excluded 0 in 9 of 100 such simulations).
 
+    With several targets (a DataFrame), the scores are means over targets, and each method's
+    term is its share of that mean (the swap still flips it). A predictor with ``sign_a`` or
+    ``sign_b`` set is a fixed-sign single number (:func:`direct_score`), never fitted.
+
     The difference is of raw scores; each score's own null bias (see :func:`calibrated_score`)
     differs between predictors with different numbers of descriptors, so read the difference
     beside the two calibrated scores.
@@ -417,10 +641,13 @@ def paired_comparison(
     Parameters
     ----------
     descriptors_a, descriptors_b : DataFrame or Series, indexed by model
-    target, design, backbone, unit, alphas
+    target : Series or DataFrame (n_models, n_targets)
+    design, backbone, unit, alphas
         As in :func:`lomo_predict`.
     n_select_a, n_select_b : int, optional
         In-fold selection of each predictor.
+    sign_a, sign_b : {None, 1, -1}
+        Fixed sign of a single-number predictor (``None``: fitted).
     statistic : {"spearman", "r2"}
     n_boot : int
     level : float
@@ -432,37 +659,42 @@ def paired_comparison(
     PairedComparison
     """
     check_choice(statistic, ("spearman", "r2"), "statistic")
-    a = _problem(descriptors_a, target, design, backbone, unit)
-    b = _problem(descriptors_b, target, design, backbone, unit)
-    y = a.y[:, None]
-    pred_a = _unit_cv_columns(a.x, y, a.units, n_select_a, alphas)[:, 0]
-    pred_b = _unit_cv_columns(b.x, y, b.units, n_select_b, alphas)[:, 0]
-    score = lambda p: _score_columns(np.broadcast_to(y, p.shape), p)[statistic]  # noqa: E731
-    score_a, score_b = float(score(pred_a[:, None])[0]), float(score(pred_b[:, None])[0])
+    targets = _as_targets(target)
+    a, y = _targets_problem(descriptors_a, targets, design, backbone, unit)
+    b, _ = _targets_problem(descriptors_b, targets, design, backbone, unit)
+    if not a.index.equals(b.index):
+        raise ValueError("the two predictors must cover the same models.")
+    pred_a = _predict_columns(a, y, n_select_a, alphas, sign_a)
+    pred_b = _predict_columns(b, y, n_select_b, alphas, sign_b)
+
+    def mean_score(yy, pp):
+        with np.errstate(all="ignore"):
+            return float(np.nanmean(_score_columns(yy, pp)[statistic]))
+
+    score_a, score_b = mean_score(y, pred_a), mean_score(y, pred_b)
     difference = score_a - score_b
 
     rng = np.random.default_rng(seed)
     patterns, exact = _swap_patterns(len(a.names), max_enumerate, n_permutations, rng)
-    per_unit = _unit_advantage(a.y, pred_a, pred_b, a.units, len(a.names), statistic)  # (n_units,)
+    per_unit = _unit_advantage(y, pred_a, pred_b, a.units, len(a.names), statistic)  # (n_units,)
     signs = np.where(patterns, -1.0, 1.0)  # swapping a method's predictions flips its term
     null = np.abs(signs @ per_unit)
     observed = abs(per_unit.sum())
     p_value = exact_pvalue(observed, null) if exact else float(permutation_pvalue(observed, null))
 
-    rows_of = [np.flatnonzero(a.units == u) for u in range(len(a.names))]
     boot = np.full(n_boot, np.nan)
     for i in range(n_boot):
-        drawn = rng.integers(0, len(a.names), len(a.names))
-        if len(np.unique(drawn)) < 3:  # too few distinct methods to leave one out
+        rows = _bootstrap_rows(a, rng)
+        if rows is None:
             continue
-        rows = np.concatenate([rows_of[u] for u in drawn])
-        codes = a.units[rows]  # copies of a method keep its code: they leave together
-        yb = a.y[rows][:, None]
-        pa = _unit_cv_columns(a.x[rows], yb, codes, n_select_a, alphas)
-        pb = _unit_cv_columns(b.x[rows], yb, codes, n_select_b, alphas)
-        boot[i] = _score_columns(yb, pa)[statistic][0] - _score_columns(yb, pb)[statistic][0]
+        yb = y[rows]
+        subs = [_Problem(p.index[rows], p.x[rows], p.y[rows], p.units[rows], [p.positions[r] for r in rows], p.names)
+                for p in (a, b)]
+        pa = _predict_columns(subs[0], yb, n_select_a, alphas, sign_a)
+        pb = _predict_columns(subs[1], yb, n_select_b, alphas, sign_b)
+        boot[i] = mean_score(yb, pa) - mean_score(yb, pb)
     tail = (1 - level) / 2 * 100
-    low, high = np.nanpercentile(boot, [tail, 100 - tail])
+    low, high = np.nanpercentile(boot, [tail, 100 - tail]) if np.isfinite(boot).any() else (np.nan, np.nan)
     return PairedComparison(score_a, score_b, difference, float(low), float(high), float(p_value), exact, boot, null)
 
 
@@ -478,6 +710,9 @@ def correlation_power(
     noise_y: float = 0.5,
     mode: str = "cv",
     unit: str = "method",
+    n_descriptors: int = 1,
+    n_select: int | None = None,
+    n_targets: int = 1,
     n_sim: int = 100,
     n_permutations: int = 99,
     alpha: float = 0.05,
@@ -494,6 +729,14 @@ def correlation_power(
     permutation p-value (:func:`calibrated_score`); ``mode="direct"``, the fixed-sign Spearman
     (:func:`direct_score`).
 
+    To match a fitted predictor with many descriptors, ``n_descriptors - 1`` uninformative
+    descriptors (method effect and seed noise like the informative one, independent of transfer)
+    join the informative one and the pipeline keeps ``n_select`` per fold; the search for the
+    informative one costs power, as it does on the real data. With ``n_targets > 1`` the test is
+    on the mean score over targets (:func:`score_targets`), the targets sharing the methods'
+    latent transfer value with independent seed noise each: the optimistic case of tasks that
+    agree at the method level.
+
     Parameters
     ----------
     design : pandas.DataFrame
@@ -503,6 +746,12 @@ def correlation_power(
     noise_x, noise_y : float
     mode : {"cv", "direct"}
     unit : str
+    n_descriptors : int
+        Descriptors per model (one informative); ``mode="direct"`` uses the informative one only.
+    n_select : int, optional
+        Descriptors kept per fold (``None``: all).
+    n_targets : int
+        Targets whose mean score is tested.
     n_sim, n_permutations : int
     alpha, target_power : float
     seed : int
@@ -518,25 +767,60 @@ def correlation_power(
 
     check_choice(mode, ("cv", "direct"), "mode")
     check_int(n_sim, "n_sim", minimum=1)
+    check_int(n_descriptors, "n_descriptors", minimum=1)
+    check_int(n_targets, "n_targets", minimum=1)
     table = _design_table(design)
     names, codes = np.unique(table[unit].to_numpy(), return_inverse=True)
+    n_units, n_rows = len(names), len(codes)
     rng = np.random.default_rng(seed)
     rows = []
     for rho in correlations:
         rejections = 0
         for _ in range(n_sim):
-            latent = rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=len(names))
-            x = latent[codes, 0] + noise_x * rng.normal(size=len(codes))
-            y = pd.Series(latent[codes, 1] + noise_y * rng.normal(size=len(codes)), index=table.index)
-            descriptor = pd.Series(x, index=table.index)
+            latent = rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=n_units)
+            x = latent[codes, 0] + noise_x * rng.normal(size=n_rows)
+            if n_descriptors > 1:
+                others = rng.normal(size=(n_units, n_descriptors - 1))[codes] \
+                    + noise_x * rng.normal(size=(n_rows, n_descriptors - 1))
+                x = np.column_stack([x, others])
+            y = pd.DataFrame(latent[codes, 1][:, None] + noise_y * rng.normal(size=(n_rows, n_targets)),
+                             index=table.index)
+            descriptors = pd.DataFrame(np.reshape(x, (n_rows, -1)), index=table.index)
             kwargs = dict(unit=unit, n_permutations=n_permutations, seed=int(rng.integers(2**32)))
             if mode == "cv":
-                result = calibrated_score(descriptor, y, table, **kwargs)
+                result = score_targets(descriptors, y, table, n_select=n_select, **kwargs).mean
             else:
-                result = direct_score(descriptor, y, table, **kwargs)
+                result = score_targets(descriptors[[0]], y, table, sign=1, **kwargs).mean
             rejections += result.p_value <= alpha
         low, high = proportion_confint(rejections, n_sim, alpha=0.05, method="wilson")
         rows.append({"rho": float(rho), "power": rejections / n_sim, "low": low, "high": high})
     curve = pd.DataFrame(rows)
     powered = curve.loc[curve["power"] >= target_power, "rho"]
     return curve, float(powered.min()) if len(powered) else float("nan")
+
+
+def effective_descriptors(descriptors: pd.DataFrame) -> float:
+    """Participation ratio of the descriptors' correlation matrix: how many independent descriptors they amount to.
+
+    With ``lambda`` the eigenvalues of the correlation matrix of the (non-constant) columns,
+    ``(sum lambda)^2 / sum lambda^2``: ``p`` for ``p`` uncorrelated descriptors, 1 for copies of
+    one descriptor. A power simulation with this many independent descriptors searches a space as
+    large as the real, correlated one, roughly.
+
+    Parameters
+    ----------
+    descriptors : pandas.DataFrame, shape (n_models, n_descriptors)
+
+    Returns
+    -------
+    float
+        Between 1 and the number of non-constant columns (NaN if none varies).
+    """
+    values = np.asarray(descriptors, dtype=np.float64)
+    values = values[:, values.std(axis=0) > 0]
+    if values.shape[1] == 0:
+        return float("nan")
+    if values.shape[1] == 1:
+        return 1.0
+    eigenvalues = np.clip(np.linalg.eigvalsh(np.corrcoef(values, rowvar=False)), 0.0, None)
+    return float(eigenvalues.sum() ** 2 / np.sum(eigenvalues**2))

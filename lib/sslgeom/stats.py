@@ -5,7 +5,8 @@
 - the verdict on a claim: :func:`verdict`;
 - effect sizes and variance: :func:`partial_eta_squared` (statsmodels type II ANOVA),
   :func:`variance_components`;
-- reliability: :func:`icc`, :func:`split_half_reliability`, :func:`bootstrap_reliability`.
+- reliability: :func:`icc`, :func:`split_half_reliability`, :func:`bootstrap_reliability`,
+  :func:`noise_reliability` (from standard errors, e.g. :func:`binomial_standard_error`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ __all__ = [
     "icc",
     "split_half_reliability",
     "bootstrap_reliability",
+    "noise_reliability",
+    "binomial_standard_error",
 ]
 
 # Null values within this (relative) distance of the observed value count as ties, and ties count
@@ -413,3 +416,51 @@ def bootstrap_reliability(correct, n_boot: int = 500, seed: int = 0) -> tuple[fl
     se = draws.std(axis=0, ddof=1)
     spread = correct.mean(axis=1).var(ddof=1)
     return float(1 - np.mean(se**2) / spread) if spread > 0 else float("nan"), se
+
+
+def binomial_standard_error(accuracy, n_test) -> np.ndarray:
+    """Standard error of an accuracy measured on ``n_test`` independent test examples.
+
+    ``sqrt(a (1 - a) / n)``: the bootstrap over test examples of a fixed classifier converges to it
+    (the bootstrap SD is ``sqrt(a (1 - a) / n)`` exactly in expectation over resamples, up to
+    Monte Carlo error).
+
+    Parameters
+    ----------
+    accuracy : array, shape (n_models,)
+    n_test : int or array, shape (n_models,)
+    """
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    n_test = np.asarray(n_test, dtype=np.float64)
+    if np.any((accuracy < 0) | (accuracy > 1)) or np.any(n_test < 1):
+        raise ValueError("accuracy must lie in [0, 1] and n_test be at least 1.")
+    return np.sqrt(accuracy * (1 - accuracy) / n_test)
+
+
+def noise_reliability(scores, standard_errors) -> float:
+    """Share of the spread of scores across models that is not measurement noise.
+
+    ``1 - mean(SE^2) / var(scores)`` (``var`` with ``ddof=1``): the classical reliability of a
+    measurement whose error variance per model is ``SE^2``, the ceiling of the squared correlation
+    any predictor can reach with the measured scores. It is what :func:`bootstrap_reliability`
+    computes from per-example correctness, written for measurements that come with their own
+    standard errors (test-set sampling of a linear probe: :func:`binomial_standard_error`; few-shot
+    episodes: the SE of the episode mean). Negative values (noise larger than the spread) are
+    returned as they are: such a target cannot be ranked.
+
+    Parameters
+    ----------
+    scores : array, shape (n_models,)
+    standard_errors : array, shape (n_models,)
+
+    Returns
+    -------
+    float
+        NaN when the scores do not vary.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    se = np.asarray(standard_errors, dtype=np.float64).reshape(-1)
+    if len(scores) < 2 or se.shape != scores.shape or not (np.all(np.isfinite(scores)) and np.all(np.isfinite(se))):
+        raise ValueError(f"need at least 2 finite scores and one finite standard error each; got {scores.shape}, {se.shape}.")
+    spread = scores.var(ddof=1)
+    return float(1 - np.mean(se**2) / spread) if spread > 0 else float("nan")

@@ -4,7 +4,9 @@
 runs the protocols of :mod:`sslgeom.evaluation` (linear probe, few-shot episodes) as described by a
 :class:`TransferProtocol`, cached per (model, task). :func:`baseline_table` computes the descriptors
 the geometry is compared with: RankMe and alpha-ReQ (label-free, :mod:`sslgeom.baselines`) and the
-source-domain kNN accuracy. Predicting these measurements is :mod:`sslgeom.prediction`'s job.
+source-domain kNN accuracy; :func:`spectrum_baselines` computes only the two label-free ones (cheaper),
+and :func:`source_scores` reads the source-domain probe and kNN accuracies the zoo's manifest records
+for every checkpoint. Predicting these measurements is :mod:`sslgeom.prediction`'s job.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 from .evaluation import DEFAULT_C_GRID, EPISODE_BLOCK, PROBE_GTOL, few_shot, linear_probe
 from .validation import check_features, check_int
 
-__all__ = ["TransferProtocol", "measure_transfer", "baseline_table"]
+__all__ = ["TransferProtocol", "measure_transfer", "baseline_table", "spectrum_baselines", "source_scores"]
 
 Split = tuple[np.ndarray, np.ndarray]  # (features (n, dim), labels (n,))
 
@@ -268,3 +270,67 @@ def baseline_table(
         values = cache.cached_arrays("baselines", key, compute, required=("rankme", "alpha_req", "source_knn"))
         rows[model_name] = {name: float(value) for name, value in values.items()}
     return pd.DataFrame.from_dict(rows, orient="index")[["rankme", "alpha_req", "source_knn"]]
+
+
+def spectrum_baselines(
+    model_names: Sequence[str],
+    *,
+    n_spectrum: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """RankMe and alpha-ReQ of every model on ``n_spectrum`` Fashion-MNIST test images (no labels).
+
+    The label-free part of :func:`baseline_table` without its kNN memory (a model's features of
+    ``n_spectrum`` images only), cached per model.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: model names; columns ``rankme, alpha_req``.
+    """
+    from tqdm.auto import tqdm
+
+    from . import baselines, cache, data, embed, zoo
+
+    zoo.check_model_names(model_names if isinstance(model_names, str) else list(model_names))
+    check_int(n_spectrum, "n_spectrum", minimum=10)
+    test_images, _ = data.load_fashion_mnist("test")
+    images = test_images[np.random.default_rng(seed).choice(len(test_images), size=min(n_spectrum, len(test_images)),
+                                                            replace=False)]
+    rows = {}
+    for model_name in tqdm(model_names, desc="spectra", disable=not progress):
+        key = ["spectrum-v1", zoo.checkpoint_hash(model_name), images]
+
+        def compute(model_name=model_name):
+            features = _features(embed.resolve_model(model_name, device), images, device)
+            return {"rankme": np.float64(baselines.rankme(features)),
+                    "alpha_req": np.float64(baselines.alpha_req(features))}
+
+        values = cache.cached_arrays("baselines", key, compute, required=("rankme", "alpha_req"))
+        rows[model_name] = {name: float(value) for name, value in values.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")[["rankme", "alpha_req"]]
+
+
+def source_scores(model_names: Sequence[str]) -> pd.DataFrame:
+    """Source-domain (Fashion-MNIST) scores the zoo's manifest records for every checkpoint.
+
+    ``scripts/train_zoo.py`` measures each checkpoint when it is saved: a linear probe and a cosine
+    20-nearest-neighbour classifier on 10,000 training images, scored on 5,000 test images.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: model names; columns ``source_probe, source_knn`` (NaN where the manifest has none,
+        e.g. published models).
+    """
+    from . import zoo
+
+    names_ = zoo.check_model_names(model_names if isinstance(model_names, str) else list(model_names))
+    table = zoo.manifest().set_index("name")
+    out = pd.DataFrame(index=pd.Index(names_), columns=["source_probe", "source_knn"], dtype=float)
+    for column, source in (("source_probe", "probe_accuracy"), ("source_knn", "knn_accuracy")):
+        if source in table:
+            out[column] = table[source].reindex(names_).astype(float).to_numpy()
+    return out
