@@ -493,7 +493,7 @@ plt.close(fig)
 
 # %% [markdown]
 # ```{glue:figure} fig_null
-# :name: "fig-null"
+# :name: "fig-transfer-null"
 #
 # Each predictor's real out-of-sample Spearman correlation (dot, mean over the linear-probe
 # targets; colour: geometry, fitted baseline, direct baseline, nuisance) beside the distribution of
@@ -651,7 +651,7 @@ plt.close(fig)
 
 # %% [markdown]
 # ```{glue:figure} fig_power
-# :name: "fig-power"
+# :name: "fig-transfer-power"
 #
 # Power of the claim's test on this design (dots; grey band: 95% interval over the simulations)
 # against the true correlation between methods' geometry and transfer. The dashed line is 80%
@@ -870,7 +870,7 @@ glue("budget_probe_text", f"{probe_gain['mean gain, smallest to full budget'] * 
 
 # %% [markdown]
 # ```{glue:figure} fig_budget
-# :name: "fig-budget"
+# :name: "fig-transfer-budget"
 #
 # Accuracy along training: the source-domain linear probe recorded in the manifest (left; every
 # run of every seed) and the measured linear-probe transfer on the budget task(s) (right; the runs
