@@ -70,10 +70,13 @@ def test_exported_tables_match_the_glued_numbers():
         pytest.skip("chapters 04 and 05 have not run on the smoke profile in this tree")
     effects = pd.read_csv(tables / "04_geometry_vs_paradigm" / "metric_effects.csv", index_col=0)
     glued = _glued("04_geometry_vs_paradigm")
-    assert glued["top_eta2"] == f"{effects['eta2'].iloc[0]:.2f}"
+    assert glued["top_eta2"] == f"{effects['eta2_partial'].iloc[0]:.2f}"
     assert glued["top_feature"] == effects.index[0].replace("/", " / ")
     vectors = pd.read_csv(tables / "04_geometry_vs_paradigm" / "geometry_vectors.csv", index_col=0)
     assert int(glued["n_features"]) == vectors.shape[1]
+    verdicts = pd.read_csv(tables / "04_geometry_vs_paradigm" / "claim_verdicts.csv")
+    # the conclusions page pastes these glued verdicts: they must be the ones in the exported table
+    assert [glued["claim1_verdict"], glued["claim3_verdict"]] == verdicts["verdict"].tolist()
     claim = pd.read_csv(tables / "05_transfer_prediction" / "claim_scores.csv", index_col=[0, 1])
     glued = _glued("05_transfer_prediction")
     main = claim.index.get_level_values("analysis")[0]  # the main backbone comes first
