@@ -26,7 +26,10 @@ profile = "default"
 seed = 0
 device = "cpu"
 models = None  # zoo names for the trajectory figure; None: one model per paradigm from the manifest
-profile_models = None  # more zoo names for the invariance profiles (the models above are always in); None: every model
+profile_models = None  # more zoo names for the invariance profiles (the models above are always in); None: every
+# full-budget model of the seeds in profile_seeds
+profile_seeds = [0]  # with profile_models None: the seeds whose models get invariance profiles (the other seeds
+# are replicates of the same methods; chapter 04 compares every model)
 n_per_class = 100  # semantic manifold: held-out test images per class
 n_base = 50  # base images of the augmentation manifolds (stratified by class)
 n_points = None  # grid points per family; None: each family's default grid
@@ -47,11 +50,13 @@ from sslgeom import augment, data, manifolds, params, plots, zoo
 
 params.check_common(profile, seed, device)
 params.check(
-    {"models": models, "profile_models": profile_models, "n_per_class": n_per_class, "n_base": n_base,
+    {"models": models, "profile_models": profile_models, "profile_seeds": profile_seeds,
+     "n_per_class": n_per_class, "n_base": n_base,
      "n_points": n_points, "n_views": n_views, "strip_points": strip_points,
      "example_index": example_index},
     {"models": {"type": (list, type(None)), "items": str, "min_length": 1},
      "profile_models": {"type": (list, type(None)), "items": str},
+     "profile_seeds": {"type": list, "items": int, "minimum": 0, "min_length": 1},
      "n_per_class": {"type": int, "minimum": 2, "maximum": 1000},
      "n_base": {"type": int, "minimum": 2, "maximum": 10000},
      # an int for every family, or {family: int} for some (the others keep their default grid)
@@ -166,8 +171,12 @@ plt.close(fig)
 # of computing them, and an interrupted run resumes where it stopped.
 
 # %% tags=["remove-cell"]
-# None: one model per paradigm (the first listed for each in the manifest) and every model
+# None: one model per paradigm (the first listed for each in the manifest), and the full-budget models of profile_seeds
 models = zoo.select_models(models, models_per_paradigm=1)
+if profile_models is None:  # every full-budget model of the chosen seeds (and references of those seeds)
+    candidates = zoo.select_models(None)
+    seeds = zoo.model_labels(candidates)["seed"]
+    profile_models = [name for name in candidates if seeds[name] in profile_seeds]
 profile_models = zoo.select_models(profile_models)
 all_models = list(dict.fromkeys(list(models) + list(profile_models)))
 glue("n_semantic", f"{10 * n_per_class:,}", display=False)
@@ -353,7 +362,7 @@ by_paradigm.round(2)
 # ```{glue:figure} fig_sensitivity
 # :name: "fig-sensitivity"
 #
-# Sensitivity of every model (rows, grouped by paradigm, names coloured by it) to every family (columns): the mean
+# Sensitivity of every profiled model (the `profile_seeds` models; rows, grouped by paradigm, names coloured by it) to every family (columns): the mean
 # relative distance of the views from the clean image. Read across a row for a model's invariance
 # fingerprint, and down a column to see whether models of the same paradigm agree.
 # ```
