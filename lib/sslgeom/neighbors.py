@@ -4,6 +4,12 @@
 (:mod:`sslgeom.nnk`) calls :func:`knn_tensor` on features it has already validated with
 :func:`as_tensor` and :func:`check_graph_input` and brought to unit scale with :func:`unit_scale`.
 
+Two engines compute the same exact search (:func:`resolve_backend`): faiss's brute-force search
+(:func:`sslgeom.candidates.exact_search`), the default for float32 on the CPU, where it runs at
+close to the matrix-multiply limit; and a blocked torch search (matrix product and ``topk``),
+for float64 and for other devices. Both form ``||q||^2 + ||x||^2 - 2 q.x`` on the same unit-scale
+rows, so they agree up to ties (below).
+
 Scale: squared distances are formed on the features divided by ``s = 2**floor(log2(max |x|))``
 (an exact division), so their largest entry lies in ``[1, 2)``: ``||x||^2`` neither overflows
 (features of ``1e20`` in float32) nor underflows (``1e-25``), and ``X`` and ``c X`` (``c`` a power
@@ -22,7 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .kernels import kernel_space, power_of_two_floor
-from .validation import check_feature_tensor, check_int
+from .validation import check_choice, check_feature_tensor, check_int
+
+KnnBackend = Literal["auto", "faiss", "torch"]
+KNN_BACKENDS: tuple[str, ...] = ("auto", "faiss", "torch")
 
 # Bytes we allow one block of pairwise distances / gathered candidates to take.
 BLOCK_BYTES = 1 << 27
@@ -117,16 +126,58 @@ def block_rows(n_cols: int, bytes_per_value: int, budget: int = BLOCK_BYTES) -> 
     return max(1, min(4096, budget // max(1, n_cols * bytes_per_value)))
 
 
+def resolve_backend(backend: str, device, dtype: torch.dtype) -> str:
+    """The engine of the exact kNN search: ``"faiss"`` or ``"torch"``.
+
+    Parameters
+    ----------
+    backend : {"auto", "faiss", "torch"}
+        ``"auto"``: faiss for float32 on the CPU, torch otherwise.
+    device : str or torch.device
+    dtype : torch.dtype
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        Unknown name, or ``"faiss"`` off the CPU or in float64 (faiss computes in float32).
+    """
+    check_choice(backend, KNN_BACKENDS, "knn backend")
+    on_cpu = torch.device(device).type == "cpu"
+    if backend == "auto":
+        return "faiss" if on_cpu and dtype == torch.float32 else "torch"
+    if backend == "faiss" and not (on_cpu and dtype == torch.float32):
+        raise ValueError(
+            f"the faiss kNN search runs in float32 on the CPU; got dtype {dtype} on "
+            f"device {str(device)!r}. Use backend 'torch' (or 'auto') there."
+        )
+    return backend
+
+
 def knn_tensor(
-    features: torch.Tensor, k: int, block_size: int | None, progress: bool
+    features: torch.Tensor, k: int, block_size: int | None, progress: bool,
+    backend: str = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN on a validated tensor; returns (indices (n,k) int64, sq_distances (n,k)).
 
     ``features`` should be at unit scale (:func:`unit_scale`): the squared norms are formed as
     they are. Ties: the expansion below rounds by at most about ``(dim + 2) eps (||q||^2 +
     ||x||^2)``; candidates closer than that in squared distance may come in either order (the
-    order is deterministic for given inputs).
+    order is deterministic for given inputs, and may differ between the two engines).
+    ``backend`` is ``"torch"`` (blocked search, any device, ``block_size`` query rows per
+    block) or ``"faiss"`` (float32 CPU tensors only; :func:`resolve_backend`); the faiss search
+    uses torch's thread count.
     """
+    if backend == "faiss":
+        from .candidates import exact_search
+
+        indices, sq_distances = exact_search(features, k, "l2",
+                                             n_threads=torch.get_num_threads(),
+                                             progress=progress)
+        return torch.from_numpy(indices), torch.from_numpy(sq_distances).clamp_(min=0.0)
     n_points = features.shape[0]
     sq_norms = (features * features).sum(dim=1)
     rows = block_size or block_rows(n_points, features.element_size())
@@ -154,12 +205,14 @@ def knn(
     block_size: int | None = None,
     device: str | torch.device = "cpu",
     dtype="float32",
+    backend: KnnBackend = "auto",
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-nearest neighbours of every point, itself excluded.
 
-    Brute force in row blocks: a block of ``block_size`` query rows is compared with all points
-    at once, so memory is ``O(block_size * n_points)``, never ``n_points x n_points``.
+    Brute force: faiss's flat search (float32 on the CPU, the default there) or a blocked torch
+    search, where a block of ``block_size`` query rows is compared with all points at once, so
+    memory is ``O(block_size * n_points)``, never ``n_points x n_points``.
 
     Parameters
     ----------
@@ -171,11 +224,15 @@ def knn(
         ``"cosine"`` ranks by Euclidean distance between L2-normalised rows (same order as cosine
         similarity) and returns squared distances between the normalised rows.
     block_size : int, optional
-        Query rows per block; default keeps one block of scores near 128 MiB.
+        Query rows per block of the torch search; default keeps one block of scores near
+        128 MiB.
     device : str or torch.device
         Where to compute (CPU by default).
     dtype : {"float32", "float64"}
         Precision of the computation.
+    backend : {"auto", "faiss", "torch"}
+        Engine (:func:`resolve_backend`): ``"auto"`` uses faiss for float32 on the CPU and the
+        torch search otherwise. Both are exact; they agree up to ties.
     progress : bool
         Show a tqdm bar over blocks.
 
@@ -199,6 +256,7 @@ def knn(
     for ``X`` and ``c X``). A point is never its own neighbour, even if it has exact copies.
     """
     torch_dtype = resolve_dtype(dtype)
+    engine = resolve_backend(backend, device, torch_dtype)
     tensor = as_tensor(features, device, torch_dtype)
     k = check_graph_input(tensor, k)
     if metric not in ("euclidean", "cosine"):
@@ -207,5 +265,5 @@ def knn(
         tensor = kernel_space(tensor, "cosine")  # L2-normalised rows
     tensor, scale = unit_scale(tensor)
     with torch.no_grad():
-        indices, sq_distances = knn_tensor(tensor, k, block_size, progress)
+        indices, sq_distances = knn_tensor(tensor, k, block_size, progress, engine)
     return indices.cpu().numpy(), sq_to_input_units(sq_distances.cpu().numpy(), scale)

@@ -4,7 +4,9 @@
 small clouds in one batch. The pieces live in their own modules and are importable from here:
 :func:`knn` (exact, blocked k-nearest-neighbour search, :mod:`sslgeom.neighbors`),
 :func:`nonnegative_qp` (the batched exact solver of the per-node problems, :mod:`sslgeom.qp`)
-and the kernels, bandwidth rule and reconstruction error (:mod:`sslgeom.kernels`).
+and the kernels, bandwidth rule and reconstruction error (:mod:`sslgeom.kernels`). The
+candidates come from an exact search by default (faiss on the CPU in float32, a blocked torch
+search otherwise) or, opt-in, from an approximate faiss index (:mod:`sslgeom.candidates`).
 
 NNK in one paragraph: for each point ``x_i`` take its ``k`` nearest neighbours ``S`` as
 candidates and solve the non-negative quadratic program
@@ -61,12 +63,21 @@ from .kernels import (
     reconstruction_error,
     unit_diagonal,
 )
+from .candidates import (
+    CANDIDATE_MODES,
+    CandidateMode,
+    approximate_search,
+    check_candidate_params,
+)
 from .neighbors import (
+    KNN_BACKENDS,
+    KnnBackend,
     as_tensor,
     block_rows,
     check_graph_input,
     knn,
     knn_tensor,
+    resolve_backend,
     resolve_dtype,
     sq_to_input_units,
     unit_scale,
@@ -86,6 +97,8 @@ from .validation import check_choice, check_features
 __all__ = [
     "KERNELS",
     "SOLVERS",
+    "CANDIDATE_MODES",
+    "KNN_BACKENDS",
     "KernelName",
     "SolverName",
     "NNKResult",
@@ -147,6 +160,13 @@ class NNKResult:
     ridge : float
         Value added to the diagonal of every ``K_SS`` (0 unless duplicates were allowed);
         relative to the unit diagonal of the kernel.
+    candidates : str
+        How the candidates were found: ``"exact"`` (the ``k`` nearest neighbours), or the
+        **approximate** index ``"hnsw"`` / ``"ivf"`` (then ``neighbors`` are the ``k`` nearest
+        points that index found, which may miss some true neighbours).
+    candidate_settings : dict
+        Settings of the search: ``{"backend": "faiss" | "torch"}`` for the exact search; the
+        index settings of :func:`sslgeom.candidates.approximate_search` otherwise.
     """
 
     neighbors: np.ndarray
@@ -161,6 +181,8 @@ class NNKResult:
     kkt_residual: np.ndarray | None = None
     n_iterations: int = 0
     ridge: float = 0.0
+    candidates: str = "exact"
+    candidate_settings: dict = field(default_factory=dict)
 
     @property
     def n_points(self) -> int:
@@ -188,12 +210,19 @@ class NNKResult:
 
 
 def _directed_matrix(neighbors: np.ndarray, weights: np.ndarray) -> sp.csr_matrix:
-    n_points, k = neighbors.shape
-    rows = np.repeat(np.arange(n_points), k)
-    matrix = sp.csr_matrix(
-        (weights.ravel(), (rows, neighbors.ravel())), shape=(n_points, n_points)
-    )
-    matrix.eliminate_zeros()
+    """CSR matrix ``W[i, neighbors[i, m]] = weights[i, m]`` of the non-zero weights.
+
+    Built row by row from the non-zero entries only (no COO copy of all ``n_points * k``
+    candidates, which at a million points is gigabytes).
+    """
+    n_points = neighbors.shape[0]
+    keep = weights != 0
+    index_dtype = np.int32 if n_points < 2**31 - 1 else np.int64
+    indptr = np.zeros(n_points + 1, dtype=index_dtype)
+    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    matrix = sp.csr_matrix((weights[keep], neighbors[keep].astype(index_dtype), indptr),
+                           shape=(n_points, n_points))
+    matrix.sum_duplicates()  # sorted column indices (and sums repeated ones, as COO would)
     return matrix
 
 
@@ -243,13 +272,16 @@ def nnk_graph(
     dtype="float32",
     solver: SolverName = "auto",
     solver_threads: int | None = None,
+    candidates: CandidateMode = "exact",
+    candidate_params: dict | None = None,
+    knn_backend: KnnBackend = "auto",
     progress: bool = False,
 ) -> NNKResult:
     """Build the NNK graph of a point cloud.
 
-    Steps: exact kNN (blocked, itself excluded) gives ``k`` candidates per point; the kernel
-    gives ``K_SS`` and ``K_Si`` for each point; the batched exact solver returns the weights;
-    the reconstruction errors decide which directed edges enter the symmetric graph.
+    Steps: exact kNN (itself excluded) gives ``k`` candidates per point; the kernel gives
+    ``K_SS`` and ``K_Si`` for each point; the exact solver returns the weights; the
+    reconstruction errors decide which directed edges enter the symmetric graph.
 
     Parameters
     ----------
@@ -296,6 +328,25 @@ def nnk_graph(
         core) for the compiled solver and one thread for the torch solver on the CPU (its many
         small batched operations mostly wait on each other with more). The kNN search always
         uses torch's thread setting.
+    candidates : {"exact", "hnsw", "ivf"}
+        How the ``k`` candidates are found. ``"exact"`` (default): the exact ``k`` nearest
+        neighbours. ``"ivf"`` / ``"hnsw"``: **approximate** nearest neighbours, for point sets
+        too large for an exact search (about a million points and more): an inverted file
+        (faiss k-means cells; each cell's points searched exactly among the ``nprobe`` cells
+        nearest to it) or faiss's HNSW graph index (``IndexHNSWFlat``); opt-in, float32 on the
+        CPU only. Some true neighbours may be missed (the candidate recall; ``benchmarks/nnk.py``
+        measures it and the change in the MGM summaries); the per-node problems are still
+        solved exactly on the candidates found, so the result is the exact NNK graph of an
+        approximate candidate set (and the duplicate test of ``duplicates`` sees only the
+        candidates found). See :mod:`sslgeom.candidates`.
+    candidate_params : dict, optional
+        Settings of the approximate index (:func:`sslgeom.candidates.check_candidate_params`),
+        e.g. ``{"nlist": 1024, "nprobe": 8}`` for ``"ivf"``, ``{"M": 32, "ef_search": 128}``
+        for ``"hnsw"``; stored in ``candidate_settings``. Not allowed with ``"exact"``.
+    knn_backend : {"auto", "faiss", "torch"}
+        Engine of the exact search (:func:`sslgeom.neighbors.resolve_backend`): ``"auto"``
+        uses faiss's flat search for float32 on the CPU and the blocked torch search otherwise
+        (float64, GPUs). The two agree up to ties (see the module docstring).
     progress : bool
         Show tqdm bars.
 
@@ -310,26 +361,31 @@ def nnk_graph(
     Raises
     ------
     ValueError
-        NaN/inf features, fewer than 2 points, ``k >= n_points``, unknown kernel or solver,
-        ``solver="compiled"`` off the CPU, zero rows with the cosine kernel, duplicates with
-        ``duplicates="raise"``, bad ``sigma``/``power``.
+        NaN/inf features, fewer than 2 points, ``k >= n_points``, unknown kernel, solver,
+        candidate mode or knn backend, ``solver="compiled"`` off the CPU, faiss (``knn_backend=
+        "faiss"`` or an approximate mode) off the CPU or in float64, zero rows with the cosine
+        kernel, duplicates with ``duplicates="raise"``, bad ``sigma``/``power``/
+        ``candidate_params``.
     TypeError
-        ``k`` not an integer.
+        ``k`` or a candidate setting not an integer, ``candidate_params`` not a dict.
     """
     check_choice(kernel, KERNELS, "kernel")
     check_choice(duplicates, ("raise", "ridge"), "duplicates")
+    settings = check_candidate_params(candidates, candidate_params)
     if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive finite number, got {sigma!r}.")
     if not (np.isfinite(power) and power > 0):
         raise ValueError(f"power must be a positive finite number, got {power!r}.")
     compiled = use_compiled(solver, device)
     torch_dtype = resolve_dtype(dtype)
+    engine = _search_engine(candidates, knn_backend, device, torch_dtype)
     points = as_tensor(features, device, torch_dtype)
     k = check_graph_input(points, k)
     points, scale = _unit_kernel_space(points, kernel)
 
     with torch.no_grad():
-        indices, sq_dist = knn_tensor(points, k, None, progress)
+        indices, sq_dist, settings = _find_candidates(points, k, candidates, settings, engine,
+                                                      progress)
         used_ridge = _ridge_for_duplicates(points, indices, sq_dist, duplicates, ridge)
         params, unit_params = _kernel_params(kernel, sq_dist, scale, sigma, power)
         tol = default_kkt_tol(torch_dtype) if kkt_tol is None else float(kkt_tol)
@@ -351,7 +407,58 @@ def nnk_graph(
         kkt_residual=solved["kkt_residual"],
         n_iterations=int(solved["n_iterations"]),
         ridge=used_ridge,
+        candidates=candidates,
+        candidate_settings=settings,
     )
+
+
+def _search_engine(candidates: str, knn_backend: str, device, dtype: torch.dtype) -> str:
+    """``"faiss"`` or ``"torch"``: the engine of the candidate search (validates the choice)."""
+    engine = resolve_backend(knn_backend, device, dtype)
+    if candidates == "exact":
+        return engine
+    if knn_backend == "torch" or engine != "faiss":
+        raise ValueError(
+            f"candidates={candidates!r} is an approximate faiss search: it needs float32 "
+            f"features on the CPU and knn_backend 'auto' or 'faiss' (got dtype {dtype}, device "
+            f"{str(device)!r}, knn_backend {knn_backend!r}). Use candidates='exact' otherwise."
+        )
+    return engine
+
+
+def _find_candidates(
+    points: torch.Tensor, k: int, candidates: str, settings: dict, engine: str, progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The ``k`` candidates of every point and their squared distances (unit scale).
+
+    Parameters
+    ----------
+    points : torch.Tensor, shape (n_points, dim)
+        Rows in the kernel's space at unit scale.
+    k : int
+    candidates : {"exact", "hnsw", "ivf"}
+    settings : dict
+        From :func:`sslgeom.candidates.check_candidate_params`.
+    engine : {"faiss", "torch"}
+        Engine of the exact search.
+    progress : bool
+
+    Returns
+    -------
+    indices : torch.Tensor, shape (n_points, k), int64
+    sq_dist : torch.Tensor, shape (n_points, k)
+        Clipped at 0, in the points' dtype.
+    settings : dict
+        What was used (stored in :attr:`NNKResult.candidate_settings`).
+    """
+    if candidates == "exact":
+        indices, sq_dist = knn_tensor(points, k, None, progress, engine)
+        return indices, sq_dist, {"backend": engine}
+    indices, sq_dist, used = approximate_search(points, k, "l2", candidates, settings,
+                                                n_threads=torch.get_num_threads(),
+                                                progress=progress)
+    sq_dist = torch.from_numpy(sq_dist).clamp_(min=0.0).to(points.dtype)
+    return torch.from_numpy(indices), sq_dist, used
 
 
 def _unit_kernel_space(points: torch.Tensor, kernel: str) -> tuple[torch.Tensor, float]:
@@ -418,7 +525,9 @@ def _duplicate_nodes(points: torch.Tensor, indices: torch.Tensor,
     # cannot underflow.
     sq_norms = (points * points).sum(dim=1)
     screen = 4.0 * (points.shape[1] + 2) * torch.finfo(points.dtype).eps
-    bound = screen * (sq_norms[:, None] + sq_norms[indices])
+    # index_select: torch's advanced indexing by an (n, k) tensor is far slower on the CPU
+    cand_norms = sq_norms.index_select(0, indices.reshape(-1)).view(indices.shape)
+    bound = screen * (sq_norms[:, None] + cand_norms)
     nodes, slots = (sq_dist <= bound).nonzero(as_tuple=True)
     duplicated = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
     rows = block_rows(points.shape[1], points.element_size())
@@ -482,16 +591,16 @@ def _per_node_compiled(
              "status")
     parts: dict[str, list] = {name: [] for name in names}
     starts = range(0, len(array), chunk)
+    floats = ("weights", "errors", "kkt_residual", "kernel_values", "sq_distances")
     with numba_threads_for(threads):
         for start in tqdm(starts, desc="NNK", disable=not progress, leave=False):
             stop = min(start + chunk, len(array))
             outputs = nnk_compiled.nnk_nodes(array, sq_norms, neighbors, start, stop, code,
                                              float(param), float(ridge), tol, cap)
             for name, values in zip(names, outputs):
-                parts[name].append(values)
+                # in the points' dtype chunk by chunk: no float64 copy of all n_points * k
+                parts[name].append(values.astype(array.dtype) if name in floats else values)
     solved = {name: np.concatenate(values) for name, values in parts.items()}
-    for name in ("weights", "errors", "kkt_residual", "kernel_values", "sq_distances"):
-        solved[name] = solved[name].astype(array.dtype)
     solved["n_iterations"] = int(solved.pop("iterations").max())
     return solved
 

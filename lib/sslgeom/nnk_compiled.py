@@ -2,7 +2,7 @@
 
 :mod:`sslgeom.nnk` finds the candidates; this module does the rest, one node at a time, with
 the nodes spread over CPU threads (``numba.prange``). Per node: copy the ``k`` candidate rows
-into a small buffer (it stays in cache), form their inner products with one BLAS ``gemm``, turn
+into a small buffer (it stays in cache), form their inner products in register tiles, turn
 them into the kernel matrix ``K_SS`` and vector ``K_Si``, and solve
 
     min_{theta >= 0}  1/2 theta^T K_SS theta - K_Si^T theta
@@ -307,35 +307,46 @@ def _inner_products(points, neighbors, node, rows, inner):
 
 @njit(cache=True, nogil=True)
 def _kernel(sq_distance, kernel, param):
-    """:func:`sslgeom.kernels.kernel_from_sq_distances` for one value (tested equal to it)."""
+    """:func:`sslgeom.kernels.kernel_from_sq_distances` for one value (tested equal to it).
+
+    ``value ** 1.0`` is ``value`` exactly, so the default cosine kernel skips the ``pow`` call
+    (which cost as much as the per-node inner products).
+    """
     if kernel == GAUSSIAN:
         return np.exp(-sq_distance / (2.0 * param * param))
     value = 1.0 - sq_distance / 4.0
     if value <= 0.0:
         return 0.0
+    if param == 1.0:
+        return value
     return value**param
 
 
 @njit(cache=True, nogil=True)
-def _node_kernels(sq_norms, neighbors, node, inner, kernel, param, ridge, gram, linear, sq_out):
+def _node_kernels(sq_norms, neighbors, node, inner, kernel, param, ridge, gram, linear, sq_out,
+                  cand_norms):
     """``K_SS`` (``1 + ridge`` on the diagonal), ``K_Si`` and squared distances of one node.
 
     ``inner`` holds the inner products of :func:`_inner_products`; ``gram`` (k, k), ``linear``
-    (k,) and ``sq_out`` (k,) are overwritten. The diagonal is ``K(x, x) = 1`` for both kernels
+    (k,), ``sq_out`` (k,) and the scratch ``cand_norms`` (k,) are overwritten. The diagonal is ``K(x, x) = 1`` for both kernels
     (as :func:`sslgeom.kernels.unit_diagonal`).
     """
     k = neighbors.shape[1]
+    # the candidates' squared norms, gathered once (k values, not k^2 / 2 indirect loads)
     for a in range(k):
-        norm_a = sq_norms[neighbors[node, a]]
+        cand_norms[a] = sq_norms[neighbors[node, a]]
+    for a in range(k):
+        norm_a = cand_norms[a]
         sq = max(norm_a + sq_norms[node] - 2.0 * inner[k, a], 0.0)
         sq_out[a] = sq
         linear[a] = _kernel(sq, kernel, param)
         gram[a, a] = 1.0 + ridge
         for b in range(a):
-            pair = max(norm_a + sq_norms[neighbors[node, b]] - 2.0 * inner[a, b], 0.0)
-            value = _kernel(pair, kernel, param)
-            gram[a, b] = value
-            gram[b, a] = value
+            pair = max(norm_a + cand_norms[b] - 2.0 * inner[a, b], 0.0)
+            gram[a, b] = _kernel(pair, kernel, param)
+    for a in range(k):  # upper triangle from the lower one, row by row
+        for b in range(a + 1, k):
+            gram[a, b] = gram[b, a]
 
 
 @njit(cache=True, nogil=True)
@@ -406,7 +417,7 @@ def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, to
         gram = np.empty((k, k))
         linear = kernel_values[local]
         _node_kernels(sq_norms, neighbors, node, inner, kernel, param, ridge, gram, linear,
-                      sq_distances[local])
+                      sq_distances[local], np.empty(k))
         chol = np.empty((k, k))
         z = np.empty(k)
         passive = np.empty(k, dtype=np.int64)
