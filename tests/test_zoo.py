@@ -240,6 +240,11 @@ def test_model_labels_and_selection_follow_the_design(tiny_zoo):
     assert len(zoo.select_models(None, budget=None)) == len(manifest["models"])
     with pytest.raises(ValueError, match="No default-zoo checkpoint at budget 0.5"):
         zoo.select_models(None, budget=0.5)
+    # a random init (budget 0) alone does not make a budget exist
+    first.update(method="random", budget_fraction=0.0)
+    zoo.write_manifest(manifest)
+    with pytest.raises(ValueError, match="No default-zoo checkpoint at budget 0.5"):
+        zoo.select_models(None, budget=0.5)
     with pytest.raises(TypeError, match="budget must be a number"):
         zoo.select_models(None, budget="full")
     with pytest.raises(ValueError, match="unknown model"):

@@ -192,10 +192,11 @@ def select_models(
     if budget is not None and "budget_fraction" in table:
         budget = check_float(budget, "budget", minimum=0.0, maximum=1.0)
         fractions = table["budget_fraction"].astype(float)
-        table = table[np.isclose(fractions, budget) | (table["method"] == "random")]
-        if table.empty:
+        at_budget = np.isclose(fractions, budget) & (table["method"] != "random")
+        if not at_budget.any():  # random inits alone would hide a budget that does not exist
             raise ValueError(f"No default-zoo checkpoint at budget {budget}; the manifest has budgets "
                              f"{sorted(set(fractions.round(3)))}.")
+        table = table[at_budget | (table["method"] == "random")]
     if models_per_paradigm:
         table = table.groupby("paradigm", sort=False).head(models_per_paradigm)
     return list(table["name"])
