@@ -149,7 +149,10 @@ def test_registry_names_labels_and_hash_through_the_zoo(user_registry):
     labels = zoo.model_labels(["user/moco", "user/plain"])
     pd.testing.assert_frame_equal(labels, pd.DataFrame(
         {"method": ["MoCo-v2", "Supervised"], "paradigm": ["contrastive", "supervised"],
-         "backbone": ["resnet18", "resnet18"], "policy": ["user", "user"]}, index=["user/moco", "user/plain"]))
+         "backbone": ["resnet18", "resnet18"], "policy": ["user", "user"],
+         # a user model is one run of its method: its own run id, seed 0, fully trained
+         "run_id": ["user/moco", "user/plain"], "seed": [0, 0], "budget_fraction": [1.0, 1.0]},
+        index=["user/moco", "user/plain"]))
     entry = registry.get_entry("user/moco")
     assert entry.file == user_registry.parent / "checkpoints" / "moco.pth.tar"  # relative to the YAML's folder
     assert (entry.nesting, entry.prefix, entry.drop) == (("state_dict",), "module.encoder_q.", ("fc.",))
