@@ -531,9 +531,9 @@ glue("components_text", f"seed-to-seed SD {components['seed_sd']:.2f}, between-m
      f"{components['method_sd']:.2f} (z-scored features; {components_source}), "
      f"{components['n_features']} effective features", display=False)
 glue("power_minimal", f"{power_minimal:.2f}", display=False)
-glue("smallest_powered", f"{smallest_powered:g} between-method SDs" if np.isfinite(smallest_powered) else
+glue("smallest_powered", f"{smallest_powered:g} x the between-method SD" if np.isfinite(smallest_powered) else
      f"none of the simulated effects (up to {max(power_effects):g} between-method SDs)", display=False)
-glue("claim1_power", (f"80% power at a paradigm effect of {smallest_powered:g} between-method SDs"
+glue("claim1_power", (f"80% power at a paradigm effect of {smallest_powered:g} x the between-method SD"
                       if np.isfinite(smallest_powered) else
                       f"below 80% power at every simulated effect up to {max(power_effects):g} between-method SDs")
      + f"; power {power_minimal:.2f} at the minimal effect of interest ({minimal_effect:g})", display=False)
