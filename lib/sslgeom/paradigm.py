@@ -432,6 +432,16 @@ def embedding_2d(distances: pd.DataFrame, method: str = "mds", seed: int = 0) ->
     return pd.DataFrame(coords, index=distances.index, columns=["x", "y"])
 
 
+def _augmentation_wide(table: pd.DataFrame, metric: str, statistic: str, graph: str) -> pd.DataFrame:
+    """One augmentation metric summary as a (models, families) table, checked non-empty."""
+    check_table(table)
+    rows = table[(table["manifold"] == "augmentation") & (table["metric"] == metric)
+                 & (table["statistic"] == statistic) & (table["graph"] == graph)]
+    if rows.empty:
+        raise ValueError(f"no augmentation rows with metric={metric!r}, statistic={statistic!r}, graph={graph!r}.")
+    return rows.pivot_table(index="model", columns="family", values="value", aggfunc="first")
+
+
 def invariance_ranking(
     table: pd.DataFrame, metric: str = "diameter", statistic: str = "median", graph: str = "nnk"
 ) -> pd.DataFrame:
@@ -445,12 +455,7 @@ def invariance_ranking(
     pandas.DataFrame, shape (n_models, n_families)
         Integer ranks (1 = most invariant), index models, columns families.
     """
-    check_table(table)
-    rows = table[(table["manifold"] == "augmentation") & (table["metric"] == metric)
-                 & (table["statistic"] == statistic) & (table["graph"] == graph)]
-    if rows.empty:
-        raise ValueError(f"no augmentation rows with metric={metric!r}, statistic={statistic!r}, graph={graph!r}.")
-    wide = rows.pivot_table(index="model", columns="family", values="value", aggfunc="first")
+    wide = _augmentation_wide(table, metric, statistic, graph)
     return wide.rank(axis=0, method="min").astype(int)
 
 
@@ -843,12 +848,7 @@ def scale_free_invariance(
     pandas.DataFrame, shape (n_models, n_families)
         Lower means more invariant.
     """
-    check_table(table)
-    rows = table[(table["manifold"] == "augmentation") & (table["metric"] == metric)
-                 & (table["statistic"] == statistic) & (table["graph"] == graph)]
-    if rows.empty:
-        raise ValueError(f"no augmentation rows with metric={metric!r}, statistic={statistic!r}, graph={graph!r}.")
-    wide = rows.pivot_table(index="model", columns="family", values="value", aggfunc="first")
+    wide = _augmentation_wide(table, metric, statistic, graph)
     missing = [m for m in wide.index if m not in scale.index]
     if missing:
         raise ValueError(f"no scale for model(s) {missing[:5]}.")
