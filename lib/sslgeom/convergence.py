@@ -20,7 +20,7 @@ chapters can pick sizes where the summaries have settled, and say which ones nev
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -230,7 +230,7 @@ def rank_agreement(convergence: pd.DataFrame) -> pd.DataFrame:
     if len(models) < 3:
         raise ValueError(f"rank agreement needs at least three models, got {len(models)}.")
     sizes = list(means.columns)
-    rows: Mapping[str, dict] = {}
+    rows: dict[str, dict[int, float]] = {}
     for metric, block in means.groupby(level="metric"):
         reference = block[sizes[-1]].to_numpy()
         rows[metric] = {size: float(scipy_stats.spearmanr(block[size].to_numpy(), reference)[0])
