@@ -14,7 +14,7 @@ setup:
 book: setup notebooks html
 
 notebooks:
-	$(PY) scripts/run_notebooks.py --params $(PARAMS)
+	$(PY) scripts/run_notebooks.py --params $(PARAMS) --jobs 2
 
 html:
 	$(PY) scripts/build_book.py

@@ -31,11 +31,16 @@ profile_models = None  # more zoo names for the invariance profiles (the models 
 profile_seeds = [0]  # with profile_models None: the seeds whose models get invariance profiles (the other seeds
 # are replicates of the same methods; chapter 04 compares every model)
 n_per_class = 100  # semantic manifold: held-out test images per class
-n_base = 50  # base images of the augmentation manifolds (stratified by class)
+n_base = 30  # base images of the augmentation manifolds (stratified by class; as chapters 04/05: shared features)
 n_points = None  # grid points per family; None: each family's default grid
 n_views = 32  # random compositions per base image
 strip_points = 7  # columns of the image strips (odd, so the identity is the middle of two-sided grids)
 example_index = 0  # which base image the strips and trajectories follow
+# your own images and models (the same four parameters in chapters 02, 04 and 05; see "Published checkpoints")
+image_folder = None  # None: Fashion-MNIST; or a folder of class sub-folders, root/<class>/<image> (PNG, JPEG)
+registry = None  # a user registry YAML naming user/<name> checkpoints; None: $SSLGEOM_USER_REGISTRY if set
+input_size = None  # input side of published and user models and of the folder's images; None: each model's own
+images_per_class = 100  # images read per class from image_folder (the pool the manifolds are drawn from)
 
 # %% tags=["remove-cell"]
 import time
@@ -46,26 +51,33 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from sslgeom import augment, data, manifolds, params, plots, zoo
+from sslgeom import augment, manifolds, params, plots, sources, zoo
 
 params.check_common(profile, seed, device)
 params.check(
-    {"models": models, "profile_models": profile_models, "profile_seeds": profile_seeds,
+    {"image_folder": image_folder, "registry": registry, "input_size": input_size,
+     "images_per_class": images_per_class,
+     "models": models, "profile_models": profile_models, "profile_seeds": profile_seeds,
      "n_per_class": n_per_class, "n_base": n_base,
      "n_points": n_points, "n_views": n_views, "strip_points": strip_points,
      "example_index": example_index},
-    {"models": {"type": (list, type(None)), "items": str, "min_length": 1},
+    {"image_folder": sources.PARAMETER_RULES["image_folder"],
+     "registry": sources.PARAMETER_RULES["registry"],
+     "input_size": sources.PARAMETER_RULES["input_size"],
+     "images_per_class": sources.PARAMETER_RULES["images_per_class"],
+     "models": {"type": (list, type(None)), "items": str, "min_length": 1},
      "profile_models": {"type": (list, type(None)), "items": str},
      "profile_seeds": {"type": list, "items": int, "minimum": 0, "min_length": 1},
      "n_per_class": {"type": int, "minimum": 2, "maximum": 1000},
      "n_base": {"type": int, "minimum": 2, "maximum": 10000},
      # an int for every family, or {family: int} for some (the others keep their default grid)
      "n_points": {"type": (int, dict, type(None)), "items": int, "minimum": 2,
-                  "keys": augment.GRAYSCALE_FAMILIES},
+                  "keys": list(augment.FAMILIES)},
      "n_views": {"type": int, "minimum": 2},
      "strip_points": {"type": int, "minimum": 3, "maximum": 15},
      "example_index": {"type": int, "minimum": 0}},
 )
+sources.check_paths(image_folder, registry)
 if example_index >= n_base:
     raise params.ParameterError(f"example_index must be < n_base ({n_base}), got {example_index}")
 if strip_points % 2 == 0:
@@ -100,17 +112,22 @@ if strip_points % 2 == 0:
 augment.family_table()
 
 # %% tags=["remove-cell"]
+# the images: Fashion-MNIST's test split, or the pool of image_folder (the manifolds read it from here on)
+pool = sources.activate(image_folder, registry=registry, input_size=input_size, images_per_class=images_per_class,
+                        seed=seed)
+sources.check_class_sizes(n_per_class, pool)
 base_ids = manifolds.select_test_images(n_base, seed)
-test_images, test_labels = data.load_fashion_mnist("test")
+test_images, test_labels = pool.images, pool.labels
 example_id = int(base_ids[example_index])
-example = test_images[example_id][None, None]
-glue("example_class", data.FASHION_CLASSES[test_labels[example_id]], display=False)
+example = test_images[example_id][None]
+glue("example_class", pool.classes[test_labels[example_id]], display=False)
 glue("example_id", example_id, display=False)
 example_tensor = torch.from_numpy(np.ascontiguousarray(example))
-families = augment.GRAYSCALE_FAMILIES
+families = pool.families  # hue and saturation too for colour images
 strip_strengths = [augment.grid(family, strip_points) for family in families]
-strips = [augment.sweep(example_tensor, family, strengths, seed=seed)[0, :, 0]
+strips = [augment.sweep(example_tensor, family, strengths, seed=seed)[0]  # (points, channels, height, width)
           for family, strengths in zip(families, strip_strengths)]
+strips = [strip[:, 0] if pool.channels == 1 else strip for strip in strips]
 fig, axes = plots.image_grid(torch.stack(strips), row_labels=list(families), cell_size=(0.95, 1.05))
 for row, (family, strengths) in enumerate(zip(families, strip_strengths)):
     for axis, strength in zip(axes[row], strengths):  # each view's strength, in bold at the identity
@@ -138,7 +155,7 @@ plt.close(fig)
 
 # %% tags=["remove-cell"]
 n_cloud_images, n_cloud_views = 4, 8
-cloud_base = torch.from_numpy(np.ascontiguousarray(test_images[base_ids[:n_cloud_images]][:, None]))
+cloud_base = torch.from_numpy(np.ascontiguousarray(test_images[base_ids[:n_cloud_images]]))
 cloud_views, _ = augment.random_views(cloud_base, n_cloud_views, seed=seed)
 fig, _ = plots.image_grid(torch.cat([cloud_base[:, None], cloud_views], dim=1),
                           col_labels=["clean"] + [""] * n_cloud_views)
@@ -173,13 +190,15 @@ plt.close(fig)
 # %% tags=["remove-cell"]
 # None: one model per paradigm (the first listed for each in the manifest), and the full-budget models of profile_seeds
 models = zoo.select_models(models, models_per_paradigm=1)
-if profile_models is None:  # every full-budget model of the chosen seeds (and references of those seeds)
+if profile_models is None and any(map(sources.is_external, models)):
+    profile_models = []  # published or user models: profile the models listed, not the default zoo besides
+elif profile_models is None:  # every full-budget model of the chosen seeds (and references of those seeds)
     candidates = zoo.select_models(None)
     seeds = zoo.model_labels(candidates)["seed"]
     profile_models = [name for name in candidates if seeds[name] in profile_seeds]
 profile_models = zoo.select_models(profile_models)
-all_models = list(dict.fromkeys(list(models) + list(profile_models)))
-glue("n_semantic", f"{10 * n_per_class:,}", display=False)
+all_models = sources.check_models(dict.fromkeys(list(models) + list(profile_models)), pool)  # one set of images
+glue("n_semantic", f"{len(pool.classes) * n_per_class:,}", display=False)
 glue("n_base_text", f"{n_base:,}", display=False)
 
 # %%

@@ -51,7 +51,8 @@ calibration_sizes = [400]  # points per synthetic manifold in the count's calibr
 calibration_noise = [0.001, 0.01]  # noise levels of the calibration, in units of the manifold's size
 convergence_models = ["random-convnet", "simclr-convnet-s0", "byol-convnet-s0", "dino-convnet-s0"]  # [] skips
 convergence_sizes = [25, 50, 100, 200, 400]  # points per class of the semantic manifolds
-convergence_views = [4, 8, 16, 32]  # views per base image of the composition clouds
+convergence_views = [4, 8, 16, 32, 64]  # views per base image of the composition clouds
+views_book = 32  # the composition clouds' views per base image in chapters 04 and 05
 convergence_n_base = 10  # base images of the composition clouds
 convergence_repeats = 1  # fresh subsamples per size
 convergence_tolerance = 0.1  # relative distance from the largest size counted as settled
@@ -77,7 +78,7 @@ params.check(
      "calibration_noise": calibration_noise, "convergence_models": convergence_models,
      "convergence_sizes": convergence_sizes, "convergence_views": convergence_views,
      "convergence_n_base": convergence_n_base, "convergence_repeats": convergence_repeats,
-     "convergence_tolerance": convergence_tolerance},
+     "convergence_tolerance": convergence_tolerance, "views_book": views_book},
     {"n_demo": {"type": int, "minimum": 20}, "k_demo": {"type": int, "minimum": 2},
      "n_subspace": {"type": int, "minimum": 50},
      "max_intrinsic_dim": {"type": int, "minimum": 2, "maximum": 16},
@@ -93,7 +94,8 @@ params.check(
      "convergence_sizes": {"type": list, "items": int, "minimum": 5, "maximum": 1000, "min_length": 2},
      "convergence_views": {"type": list, "items": int, "minimum": 3, "min_length": 2},
      "convergence_n_base": {"type": int, "minimum": 1}, "convergence_repeats": {"type": int, "minimum": 1},
-     "convergence_tolerance": {"type": float, "exclusive_minimum": 0, "maximum": 0.5}},
+     "convergence_tolerance": {"type": float, "exclusive_minimum": 0, "maximum": 0.5},
+     "views_book": {"type": int, "minimum": 3}},
 )
 if convergence_models and len(convergence_models) < 3:
     raise ValueError(f"convergence_models needs at least three models (rank agreement), got {convergence_models}; "
@@ -1072,12 +1074,12 @@ plt.close(fig)
 # ## How many points does a manifold need?
 #
 # Every summary of the later chapters is a mean over the nodes of a manifold of a given size: 100
-# test images per class for the semantic manifolds, 16 views per base image for the composition
-# clouds. The sections above show that diameters and raw angles *must* change with the sampling
+# test images per class for the semantic manifolds, 32 views per base image for the composition
+# clouds (the `default` profile). The sections above show that diameters and raw angles *must* change with the sampling
 # density; the question for the later chapters is which summaries settle at their sizes, and
 # whether the *order of models*, which is what chapters 04 and 05 compare, is settled even where the
 # values are not. We subsample the class manifolds of a few zoo models to 25-400 points per class and
-# truncate the composition clouds to 4-32 views per base image, on real features. Library:
+# truncate the composition clouds to 4-64 views per base image, on real features. Library:
 # {py:func}`~sslgeom.convergence.size_convergence`, {py:func}`~sslgeom.convergence.stability_table`,
 # {py:func}`~sslgeom.convergence.rank_agreement`.
 
@@ -1131,7 +1133,7 @@ if convergence_models:
         return "; ".join(pieces)
 
     sem_default = 100 if 100 in convergence_sizes else convergence_sizes[-2]
-    view_default = 16 if 16 in convergence_views else convergence_views[-2]
+    view_default = views_book if views_book in convergence_views[:-1] else convergence_views[-2]
     glue("conv_sem_default", sem_default, display=False)
     glue("conv_view_default", view_default, display=False)
     glue("conv_sem_text", settled_text("semantic", sem_default), display=False)
@@ -1165,7 +1167,7 @@ else:
 # Mean of each metric over the nodes against the manifold's size, on real features of
 # {glue:text}`conv_n_models` zoo models (one line per model, coloured by paradigm; log-2 horizontal
 # axis). Top: class manifolds with 25 to 400 points per class. Bottom: composition clouds with 4 to
-# 32 views per base image. A line that flattens has settled; lines that keep their order, even while
+# 64 views per base image. A line that flattens has settled; lines that keep their order, even while
 # they all rise or fall, still compare the models correctly; lines that cross do not.
 # ```
 #

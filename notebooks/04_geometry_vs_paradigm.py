@@ -38,12 +38,17 @@ device = "cpu"
 models = None  # list of zoo names, or None for the default zoo (full-budget models + references)
 models_per_paradigm = 0  # if models is None, keep only the first N models of each paradigm (0 keeps all)
 paradigms = ["contrastive", "non-contrastive", "clustering"]  # the SSL paradigms compared
+# your own images and models (the same four parameters in chapters 02, 04 and 05; see "Published checkpoints")
+image_folder = None  # None: Fashion-MNIST; or a folder of class sub-folders, root/<class>/<image> (PNG, JPEG)
+registry = None  # a user registry YAML naming user/<name> checkpoints; None: $SSLGEOM_USER_REGISTRY if set
+input_size = None  # input side of published and user models and of the folder's images; None: each model's own
+images_per_class = 100  # images read per class from image_folder (the pool the manifolds are drawn from)
 # geometry (shared with chapter 05 through the cache)
 k = 20  # kNN candidates of the semantic NNK graphs
 kernel = "cosine"
 n_per_class = 100  # semantic manifold: test images per class
 n_base = 30  # augmentation manifolds: base images
-n_views = 16  # composition manifold: random views per base image (0 skips it)
+n_views = 32  # composition manifold: random views per base image (0 skips it; chapter 03: where the order settles)
 k_augmentation = 10  # candidates of the augmentation graphs
 statistics = ["mean", "median"]  # node summaries entering the geometry vector
 linkage_method = "average"
@@ -83,11 +88,13 @@ from myst_nb import glue
 from scipy.cluster.hierarchy import dendrogram
 from skbio.stats.distance import permanova as skbio_permanova
 
-from sslgeom import design, export, geometry, mgm, paradigm, params, permanova, plots, stats, zoo
+from sslgeom import design, export, geometry, mgm, paradigm, params, permanova, plots, sources, stats, zoo
 
 params.check_common(profile, seed, device)
 params.check(
-    {"models": models, "models_per_paradigm": models_per_paradigm, "paradigms": paradigms,
+    {"image_folder": image_folder, "registry": registry, "input_size": input_size,
+     "images_per_class": images_per_class,
+     "models": models, "models_per_paradigm": models_per_paradigm, "paradigms": paradigms,
      "k": k, "kernel": kernel, "n_per_class": n_per_class, "n_base": n_base, "n_views": n_views,
      "k_augmentation": k_augmentation, "statistics": statistics, "linkage_method": linkage_method,
      "q": q, "target_power": target_power, "max_enumerate": max_enumerate, "n_permutations": n_permutations,
@@ -97,7 +104,11 @@ params.check(
      "sensitivity_kernel": sensitivity_kernel, "sensitivity_n_base": sensitivity_n_base,
      "invariance_metric": invariance_metric, "invariance_statistic": invariance_statistic,
      "minimal_rho": minimal_rho},
-    {"models": {"type": (list, type(None)), "items": str, "min_length": 1},  # names: checked by the zoo
+    {"image_folder": sources.PARAMETER_RULES["image_folder"],
+     "registry": sources.PARAMETER_RULES["registry"],
+     "input_size": sources.PARAMETER_RULES["input_size"],
+     "images_per_class": sources.PARAMETER_RULES["images_per_class"],
+     "models": {"type": (list, type(None)), "items": str, "min_length": 1},  # names: checked by the zoo
      "models_per_paradigm": {"type": int, "minimum": 0},
      "paradigms": {"type": list, "items": str, "choices": list(plots.PARADIGM_COLOURS), "min_length": 1},
      "k": {"type": int, "minimum": 2}, "kernel": {"type": str, "choices": list(geometry.KERNELS)},
@@ -124,6 +135,7 @@ params.check(
      "invariance_statistic": {"type": str, "choices": mgm.STATISTICS},
      "minimal_rho": {"type": (int, float), "minimum": 0, "maximum": 1}},
 )
+sources.check_paths(image_folder, registry)
 if minimal_effect not in power_effects:
     raise ValueError(f"minimal_effect ({minimal_effect}) must be one of power_effects {power_effects}: the verdict "
                      "reads the power at that effect.")
@@ -138,6 +150,7 @@ chapter_parameters = dict(
     power_effects=power_effects, power_simulations=power_simulations, declared_metrics=declared_metrics,
     label_variants=label_variants, budget_seeds=budget_seeds, budgets=budgets, sensitivity_seeds=sensitivity_seeds,
     invariance_metric=invariance_metric, invariance_statistic=invariance_statistic, minimal_rho=minimal_rho,
+    image_folder=image_folder, registry=registry, input_size=input_size, images_per_class=images_per_class,
 )
 
 
@@ -188,8 +201,15 @@ def test_text(exact: bool, n: int) -> str:
 # **unit is the method**: every permutation below moves a method's seeds and backbones together.
 
 # %% tags=["remove-stderr"]
+# the images of every manifold: Fashion-MNIST's test split, or the pool of image_folder
+pool = sources.activate(image_folder, registry=registry, input_size=input_size, images_per_class=images_per_class,
+                        seed=seed)
+sources.check_class_sizes(n_per_class, pool)
+if not pool.is_default:
+    print(pool.summary())
 names = zoo.select_models(models, models_per_paradigm)  # None: the default zoo at full budget
-info = zoo.model_labels(names)
+names = sources.check_models(names, pool)  # default-zoo and external models only on images both can see
+info = zoo.model_labels(names)  # method and paradigm: the zoo's manifest, the published or the user registry
 ssl_names = [n for n in names if info.loc[n, "paradigm"] in paradigms]
 ssl_info = info.loc[ssl_names]
 if ssl_info["paradigm"].nunique() < 2:

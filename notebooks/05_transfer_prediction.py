@@ -78,7 +78,7 @@ k = 20
 kernel = "cosine"
 n_per_class = 100
 n_base = 30
-n_views = 16
+n_views = 32
 k_augmentation = 10
 statistics = ["mean", "median"]
 # the claim-2 design (fixed before the run)
@@ -90,10 +90,16 @@ n_boot = 200  # bootstrap draws over methods (every draw refits everything)
 power_rhos = [0.3, 0.5, 0.7, 0.9]
 n_power_sim = 100  # simulations per correlation of the power curve
 n_power_permutations = 39
-n_spectrum = 500  # Fashion-MNIST test images for RankMe and alpha-ReQ
+n_spectrum = 500  # test images (Fashion-MNIST, or the image_folder pool) for RankMe and alpha-ReQ
 # the budget axis
 budget_seeds = [0]  # seeds whose budget checkpoints get a measured transfer
 budget_tasks = ["digits"]
+# your own images and models (the same four parameters in chapters 02, 04 and 05; see "Published checkpoints");
+# with image_folder, the task "image_folder" is the folder's pool split 50/20/30 per class (in greyscale)
+image_folder = None  # None: Fashion-MNIST; or a folder of class sub-folders, root/<class>/<image> (PNG, JPEG)
+registry = None  # a user registry YAML naming user/<name> checkpoints; None: $SSLGEOM_USER_REGISTRY if set
+input_size = None  # input side of published and user models and of the folder's images; None: each model's own
+images_per_class = 100  # images read per class from image_folder (the pool the manifolds are drawn from)
 
 # %% tags=["remove-cell"]
 import warnings
@@ -105,12 +111,14 @@ from IPython.display import display
 from myst_nb import glue
 from tqdm.auto import tqdm
 
-from sslgeom import crossval, export, geometry, mgm, paradigm, params, plots, stats, transfer, zoo
+from sslgeom import crossval, export, geometry, mgm, paradigm, params, plots, sources, stats, transfer, zoo
 from sslgeom.tasks import TASK_NAMES, build_tasks
 
 params.check_common(profile, seed, device)
 params.check(
-    {"models": models, "models_per_paradigm": models_per_paradigm, "paradigms": paradigms,
+    {"image_folder": image_folder, "registry": registry, "input_size": input_size,
+     "images_per_class": images_per_class,
+     "models": models, "models_per_paradigm": models_per_paradigm, "paradigms": paradigms,
      "reference_seeds": reference_seeds, "main_backbone": main_backbone, "tasks": tasks,
      "n_train": n_train, "n_val": n_val, "n_test": n_test, "c_grid": c_grid, "shots": shots,
      "n_way": n_way, "n_query": n_query, "n_episodes": n_episodes, "k": k, "kernel": kernel,
@@ -119,7 +127,11 @@ params.check(
      "n_permutations": n_permutations, "n_boot": n_boot, "power_rhos": power_rhos, "n_power_sim": n_power_sim,
      "n_power_permutations": n_power_permutations, "n_spectrum": n_spectrum, "budget_seeds": budget_seeds,
      "budget_tasks": budget_tasks},
-    {"models": {"type": (list, type(None)), "items": str, "min_length": 1},  # names: checked by the zoo
+    {"image_folder": sources.PARAMETER_RULES["image_folder"],
+     "registry": sources.PARAMETER_RULES["registry"],
+     "input_size": sources.PARAMETER_RULES["input_size"],
+     "images_per_class": sources.PARAMETER_RULES["images_per_class"],
+     "models": {"type": (list, type(None)), "items": str, "min_length": 1},  # names: checked by the zoo
      "models_per_paradigm": {"type": int, "minimum": 0},
      "paradigms": {"type": list, "items": str, "choices": list(plots.PARADIGM_COLOURS), "min_length": 1},
      "reference_seeds": {"type": list, "items": int, "minimum": 0},
@@ -146,6 +158,7 @@ params.check(
      "budget_seeds": {"type": list, "items": int, "minimum": 0},
      "budget_tasks": {"type": list, "items": str, "choices": TASK_NAMES}},
 )
+sources.check_paths(image_folder, registry)
 # the geometry chapter's settings type (also the cache key), so its tables are read from the cache
 geometry_settings = geometry.GeometrySettings(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base,
                                               n_views=n_views, k_augmentation=k_augmentation, seed=seed)
@@ -154,7 +167,7 @@ chapter_parameters = {name: globals()[name] for name in [
     "n_train", "n_val", "n_test", "c_grid", "shots", "n_way", "n_query", "n_episodes", "k", "kernel",
     "n_per_class", "n_base", "n_views", "k_augmentation", "statistics", "n_select", "q", "minimal_rho",
     "n_permutations", "n_boot", "power_rhos", "n_power_sim", "n_power_permutations", "n_spectrum",
-    "budget_seeds", "budget_tasks"]}
+    "budget_seeds", "budget_tasks", "image_folder", "registry", "input_size", "images_per_class"]}
 
 # %% [markdown]
 # ## Target tasks
@@ -169,14 +182,20 @@ chapter_parameters = {name: globals()[name] for name in [
 #   domain, and not object-like at all).
 
 # %% tags=["remove-stderr"]
-task_data = build_tasks(tasks, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+# the images of the manifolds, of the image_folder task and of the baselines: Fashion-MNIST or image_folder's pool
+pool = sources.activate(image_folder, registry=registry, input_size=input_size, images_per_class=images_per_class,
+                        seed=seed)
+sources.check_class_sizes(n_per_class, pool)
+if not pool.is_default:
+    print(pool.summary())
+task_data = build_tasks(tasks, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, pool=pool)
 sizes = pd.DataFrame({name: {**task.split_sizes(), "classes": len(task.classes)} for name, task in task_data.items()}).T
 sizes
 
 # %% tags=["remove-cell"]
 rng = np.random.default_rng(seed)
 shown = [task.test[0][rng.choice(len(task.test[1]), size=8, replace=False)] for task in task_data.values()]
-fig, _ = plots.image_grid(np.stack(shown), row_labels=list(task_data), cell_size=(1.0, 1.1))
+fig, _ = plots.image_grid(sources.thumbnails(shown), row_labels=list(task_data), cell_size=(1.0, 1.1))
 glue("fig_tasks", fig, display=False)
 plt.close(fig)
 
@@ -211,6 +230,7 @@ plt.close(fig)
 
 # %% tags=["remove-stderr"]
 all_names = zoo.select_models(models, models_per_paradigm)  # None: the default zoo at full budget
+all_names = sources.check_models(all_names, pool)  # default-zoo and external models only on images both can see
 all_info = zoo.model_labels(all_names)
 is_ssl = all_info["paradigm"].isin(paradigms)
 names = [n for n in all_names if is_ssl[n] or int(all_info.loc[n, "seed"]) in reference_seeds]
@@ -286,7 +306,7 @@ n_test_of = {name: len(task.test[1]) for name, task in task_data.items()}
 target_columns = {protocol: [f"{task} | {protocol}" for task in tasks] for protocol in protocols}
 targets = scores.loc[ssl_names].copy()
 targets.columns = [f"{task} | {protocol}" for task, protocol in targets.columns]
-design = zoo.manifest().set_index("name").loc[ssl_names]
+design = zoo.model_labels(ssl_names)  # method, backbone, seed, budget: from the manifest or the registries
 main_names = [n for n in ssl_names if info.loc[n, "backbone"] == main_backbone]
 seeds_main = sorted(info.loc[main_names, "seed"].unique())
 reliability_rows = {}
@@ -357,25 +377,28 @@ with warnings.catch_warnings():
         "MGM augmentation": paradigm.geometry_vectors(table, graph="nnk", statistics=statistics,
                                                       manifolds=["augmentation"]),
     }
-spectra = transfer.spectrum_baselines(ssl_names, n_spectrum=n_spectrum, seed=seed, device=device)
-source = transfer.source_scores(ssl_names)
+spectra = sources.spectrum_baselines(ssl_names, n_spectrum=n_spectrum, seed=seed, device=device, pool=pool)
+source = sources.source_scores(ssl_names, seed=seed, device=device, pool=pool)  # the manifest, or kNN on the pool
 baselines = pd.DataFrame({"rankme": spectra["rankme"], "alpha_req_distance": (spectra["alpha_req"] - 1).abs(),
                           "source_knn": source["source_knn"]}).loc[ssl_names]
 backbone_label = (info.loc[ssl_names, "backbone"] != main_backbone).astype(float).rename("backbone")
-# (name, descriptors, fitted?, sign, in-fold selection)
+# (name, descriptors, pipeline options: fitted with in-fold selection, fitted on all, or a fixed sign)
+mgm_options = crossval.PipelineOptions(n_select=n_select)
+cv_options = crossval.PipelineOptions()
+higher_better, lower_better = crossval.PipelineOptions(sign=+1), crossval.PipelineOptions(sign=-1)
 PREDICTORS = [
-    ("MGM all", mgm_sets["MGM all"], None, n_select),
-    ("MGM semantic", mgm_sets["MGM semantic"], None, n_select),
-    ("MGM augmentation", mgm_sets["MGM augmentation"], None, n_select),
-    ("RankMe (direct)", baselines["rankme"], +1, None),
-    ("alpha-ReQ (direct)", baselines["alpha_req_distance"], -1, None),
-    ("source kNN (direct)", baselines["source_knn"], +1, None),
-    ("RankMe (CV)", baselines["rankme"], None, None),
-    ("alpha-ReQ (CV)", baselines["alpha_req_distance"], None, None),
-    ("source kNN (CV)", baselines["source_knn"], None, None),
-    ("backbone label (CV)", backbone_label, None, None),
+    ("MGM all", mgm_sets["MGM all"], mgm_options),
+    ("MGM semantic", mgm_sets["MGM semantic"], mgm_options),
+    ("MGM augmentation", mgm_sets["MGM augmentation"], mgm_options),
+    ("RankMe (direct)", baselines["rankme"], higher_better),
+    ("alpha-ReQ (direct)", baselines["alpha_req_distance"], lower_better),
+    ("source kNN (direct)", baselines["source_knn"], higher_better),
+    ("RankMe (CV)", baselines["rankme"], cv_options),
+    ("alpha-ReQ (CV)", baselines["alpha_req_distance"], cv_options),
+    ("source kNN (CV)", baselines["source_knn"], cv_options),
+    ("backbone label (CV)", backbone_label, cv_options),
 ]
-descriptor_counts = pd.Series({name: (frame.shape[1] if frame.ndim == 2 else 1) for name, frame, _, _ in PREDICTORS},
+descriptor_counts = pd.Series({name: (frame.shape[1] if frame.ndim == 2 else 1) for name, frame, _ in PREDICTORS},
                                name="descriptors")
 baselines.join(info[["method", "backbone", "seed"]]).round(3)
 
@@ -439,10 +462,9 @@ m_per_family = sum(len(predictors_for(a)) for a in analyses) * (len(tasks) + 1)
 B = n_permutations or stats.permutations_needed(m_per_family, q)
 results, scored = [], {}
 jobs = [(a, p, protocol) for a in analyses for p in predictors_for(a) for protocol in protocols]
-for analysis, (name, descriptors, sign, select), protocol in tqdm(jobs, desc="scores"):
-    result = crossval.score_targets(descriptors, targets[target_columns[protocol]], design,
-                                    backbone=analyses[analysis], n_select=select, sign=sign,
-                                    n_permutations=B, seed=seed)
+for analysis, (name, descriptors, options), protocol in tqdm(jobs, desc="scores"):
+    result = crossval.score_targets(descriptors, targets[target_columns[protocol]], design, options=options,
+                                    backbone=analyses[analysis], n_permutations=B, seed=seed)
     scored[(analysis, name, protocol)] = result
     frame = result.table().rename_axis("target").reset_index()
     results.append(frame.assign(analysis=analysis, predictor=name, protocol=protocol))
@@ -572,10 +594,10 @@ glue("n_boot", f"{n_boot:,}", display=False)
 paired_rows = []
 mgm_all = mgm_sets["MGM all"]
 pair_jobs = [(a, p) for a in analyses for p in predictors_for(a) if not p[0].startswith("MGM")]
-for analysis, (name, descriptors, sign, select) in tqdm(pair_jobs, desc="paired comparisons"):
+for analysis, (name, descriptors, options) in tqdm(pair_jobs, desc="paired comparisons"):
     result = crossval.paired_comparison(mgm_all, descriptors, targets[target_columns["linear"]], design,
-                                        backbone=analyses[analysis], n_select_a=n_select, n_select_b=select,
-                                        sign_b=sign, n_boot=n_boot, seed=seed)
+                                        options_a=mgm_options, options_b=options, backbone=analyses[analysis],
+                                        n_boot=n_boot, seed=seed)
     paired_rows.append({"analysis": analysis, "baseline": name, "MGM": result.score_a, "baseline score": result.score_b,
                         "difference": result.difference, "low": result.low, "high": result.high,
                         "p_value": result.p_value, "exact": result.exact})
@@ -620,8 +642,9 @@ noise_x = noise_ratio(mgm_all.loc[:, mgm_all.loc[main_names].std() > 0])
 noise_y = noise_ratio(targets[target_columns["linear"]])
 noise_x, noise_y = (0.5 if not np.isfinite(v) else v for v in (noise_x, noise_y))
 n_effective = max(1, int(round(crossval.effective_descriptors(mgm_all.loc[main_names]))))
-power_kwargs = dict(noise_x=noise_x, noise_y=noise_y, n_descriptors=n_effective, n_select=min(n_select, n_effective),
-                    n_targets=len(tasks), n_sim=n_power_sim, n_permutations=n_power_permutations, seed=seed)
+power_kwargs = dict(noise_x=noise_x, noise_y=noise_y, n_descriptors=n_effective,
+                    options=crossval.PipelineOptions(n_select=min(n_select, n_effective)), n_targets=len(tasks),
+                    n_sim=n_power_sim, n_permutations=n_power_permutations, seed=seed)
 power_grid = sorted(set(power_rhos) | {minimal_rho})
 power_curve, power_min_rho = crossval.correlation_power(main_design, power_grid, **power_kwargs)
 power_at_minimal = float(power_curve.loc[np.isclose(power_curve["rho"], minimal_rho), "power"].iloc[0])
@@ -673,8 +696,8 @@ plt.close(fig)
 # %% tags=["remove-stderr"]
 claim_row = primary.set_index(["analysis", "predictor"]).loc[(main_backbone, "MGM all")]
 claim_result = scored[(main_backbone, "MGM all", "linear")]
-low, high, draws = crossval.bootstrap_score(mgm_all, targets[target_columns["linear"]], design, backbone=main_backbone,
-                                            n_select=n_select, n_boot=n_boot, seed=seed)
+low, high, draws = crossval.bootstrap_score(mgm_all, targets[target_columns["linear"]], design, options=mgm_options,
+                                            backbone=main_backbone, n_boot=n_boot, seed=seed)
 claim_low, claim_high = low - claim_result.mean.null_mean, high - claim_result.mean.null_mean
 claim_verdict = stats.verdict(claim_row["q_bh"], power_at_minimal, q=q)
 claim_statistic = (f"calibrated Spearman {claim_row['calibrated']:.2f} [{claim_low:.2f}, {claim_high:.2f}], "
@@ -893,12 +916,12 @@ if budget_targets_columns and along[budget_targets_columns].notna().all(axis=1).
     checked = along.dropna(subset=budget_targets_columns)
     budget_design = manifest_table.set_index("name").loc[checked.index]
     budget_rows = {}
-    for name, descriptor, sign in [("budget fraction (CV)", checked["budget_fraction"], None),
-                                   ("budget fraction (direct)", checked["budget_fraction"], 1),
-                                   ("source kNN (direct)", checked["knn_accuracy"], 1)]:
+    for name, descriptor, options in [("budget fraction (CV)", checked["budget_fraction"], cv_options),
+                                      ("budget fraction (direct)", checked["budget_fraction"], higher_better),
+                                      ("source kNN (direct)", checked["knn_accuracy"], higher_better)]:
         if len(checked["method"].unique()) < 3:
             break
-        result = crossval.score_targets(descriptor, checked[budget_targets_columns], budget_design, sign=sign,
+        result = crossval.score_targets(descriptor, checked[budget_targets_columns], budget_design, options=options,
                                         n_permutations=max(B, 199), seed=seed).mean
         budget_rows[name] = {"observed": round(result.observed, 3), "null mean": round(result.null_mean, 3),
                              "calibrated": round(result.calibrated, 3) + 0.0,  # + 0.0: no "-0.0"
@@ -967,8 +990,8 @@ leaky, honest = [], []
 for _ in range(20):
     noise = pd.Series(leak_rng.normal(size=len(main_names)), index=main_names)
     chosen = mgm_all.loc[main_names].corrwith(noise, method="spearman").abs().nlargest(n_select).index
-    for store, frame, select in ((leaky, mgm_all[chosen], None), (honest, mgm_all, n_select)):
-        predicted = crossval.lomo_predict(frame, noise, design, n_select=select)
+    for store, frame, options in ((leaky, mgm_all[chosen], cv_options), (honest, mgm_all, mgm_options)):
+        predicted = crossval.lomo_predict(frame, noise, design, options=options)
         store.append(predicted.corr(noise.loc[predicted.index], method="spearman"))
 glue("leak_text", f"over 20 noise targets the leaky protocol's mean raw Spearman is {np.mean(leaky):.2f}, the "
      f"honest one's {np.mean(honest):.2f}", display=False)

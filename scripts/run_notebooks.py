@@ -22,6 +22,12 @@ Usage::
     python scripts/run_notebooks.py --profile smoke --only 03     # one chapter, by prefix
     python scripts/run_notebooks.py --profile full --only 04 --output-dir _build/full
     python scripts/run_notebooks.py --force                       # execute even if unchanged
+    python scripts/run_notebooks.py --jobs 2                      # two lanes of chapters at once
+
+With ``--jobs 2`` the chapters run in two lanes, each a process of its own that executes its
+chapters in reading order: :data:`SIDE_LANE` (chapters that share no cached results with the
+others and run mostly on one core) beside the rest. Results do not depend on it; the chapters of
+one lane still run one after the other, and the cache is safe for concurrent writers.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+#: Chapters of the second lane of ``--jobs 2``: mostly single-threaded work on synthetic data and a
+#: few models, sharing no cached results with chapters 02, 04 and 05 (which share features and
+#: geometry tables, so they stay in one lane, in order).
+SIDE_LANE = ("01_models", "03_manifold_graph_metrics")
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "lightly", "faiss-cpu",
             "matplotlib", "papermill", "jupyter-book", "myst-nb")
 
@@ -310,10 +320,49 @@ def write_execution_page(records: list[dict], output_dir: Path) -> None:
 
 
 def update_execution_report(records: list[dict], output_dir: Path) -> None:
-    """Merge ``records`` into ``output_dir/execution.json`` (keeping chapters not rerun) and rewrite the page."""
-    merged = {**previous_records(output_dir), **{r["notebook"]: r for r in records}}
-    order = toc_chapters()
-    write_execution_page([merged[s] for s in order if s in merged], output_dir)
+    """Merge ``records`` into ``output_dir/execution.json`` (keeping chapters not rerun) and rewrite the page.
+
+    Lanes (``--jobs``) update the report from several processes: a lock file serialises the
+    read-merge-write so that no lane's record is lost.
+    """
+    import fcntl
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / ".execution.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = {**previous_records(output_dir), **{r["notebook"]: r for r in records}}
+        order = toc_chapters()
+        write_execution_page([merged[s] for s in order if s in merged], output_dir)
+
+
+def run_lanes(stems: list[str], argv: list[str]) -> int:
+    """Run :data:`SIDE_LANE` and the other chapters in two processes at once; the worse exit status.
+
+    Each lane is this script with ``--only`` its chapters and the rest of ``argv`` unchanged.
+    """
+    side = [s for s in stems if s in SIDE_LANE]
+    main_lane = [s for s in stems if s not in SIDE_LANE]
+    lanes = [lane for lane in (main_lane, side) if lane]
+    passed_on = _without_options(argv, {"--only", "--jobs"})
+    if len(lanes) < 2:
+        return main([*passed_on, "--jobs", "1", "--only", *lanes[0]])
+    processes = [subprocess.Popen([sys.executable, __file__, *passed_on, "--jobs", "1", "--only", *lane])
+                 for lane in lanes]
+    return max(process.wait() for process in processes)
+
+
+def _without_options(argv: list[str], options: set[str]) -> list[str]:
+    """``argv`` without the named options and their values (``--only`` takes several)."""
+    kept, skipping = [], False
+    for argument in argv:
+        if argument.startswith("--"):
+            skipping = argument.split("=", 1)[0] in options
+            if skipping:
+                continue
+        elif skipping:
+            continue
+        kept.append(argument)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", default="python3")
     parser.add_argument("--force", action="store_true",
                         help="execute every chapter even if its inputs are unchanged since its last successful run")
+    parser.add_argument("--jobs", type=int, default=1, choices=(1, 2),
+                        help="2: run the chapters in two lanes at once (see SIDE_LANE); results do not depend on it")
     args = parser.parse_args(argv)
 
     parameter_file = args.params.resolve() if args.params else params_path(args.profile)
@@ -339,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = args.output_dir or REPO / "chapters"
     if not output_dir.is_absolute():
         output_dir = REPO / output_dir
+    if args.jobs > 1:
+        return run_lanes(stems, sys.argv[1:] if argv is None else list(argv))
 
     records = []
     for stem in stems:

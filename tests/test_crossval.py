@@ -7,6 +7,7 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 from sslgeom import crossval, design
+from sslgeom.crossval import PipelineOptions
 
 # As in sslgeom.ssl_methods.METHODS (checked in test_design).
 PARADIGMS = {"simclr": "contrastive", "moco-v2": "contrastive", "byol": "non-contrastive",
@@ -15,6 +16,8 @@ PARADIGMS = {"simclr": "contrastive", "moco-v2": "contrastive", "byol": "non-con
 # every checkpoint of every SSL method: 8 methods x (3 seeds x 3 budgets on convnet + 1 resnet seed)
 MANIFEST = design.synthetic_manifest(PARADIGMS, references=False).set_index("name", drop=False)
 METHOD_CODES = pd.factorize(MANIFEST["method"])[0]
+SELECT_2 = PipelineOptions(n_select=2)  # a descriptor set, two descriptors kept per fold
+PLUS, MINUS = PipelineOptions(sign=1), PipelineOptions(sign=-1)  # fixed-sign baselines
 
 
 def _clustered(rng, n_columns, method_sd=1.0):
@@ -27,7 +30,7 @@ def test_lomo_matches_a_brute_force_pipeline_per_method():
     rng = np.random.default_rng(0)
     x = _clustered(rng, 3)
     y = pd.Series(x.to_numpy() @ [1.0, -0.5, 0.0] + rng.normal(size=len(x)), index=x.index)
-    predicted = crossval.lomo_predict(x, y, MANIFEST, alphas=[3.0])
+    predicted = crossval.lomo_predict(x, y, MANIFEST, options=PipelineOptions(alphas=[3.0]))
     for method in PARADIGMS:
         test = (MANIFEST["method"] == method).to_numpy()
         scaler = StandardScaler().fit(x[~test])
@@ -38,10 +41,10 @@ def test_lomo_matches_a_brute_force_pipeline_per_method():
 def test_a_held_out_method_never_sees_its_own_targets():
     rng = np.random.default_rng(1)
     x, y = _clustered(rng, 25), pd.Series(rng.normal(size=len(MANIFEST)), index=MANIFEST.index)
-    before = crossval.lomo_predict(x, y, MANIFEST, n_select=3)
+    before = crossval.lomo_predict(x, y, MANIFEST, options=PipelineOptions(n_select=3))
     simclr = MANIFEST["method"] == "simclr"
     changed = y.where(~simclr, y + 100.0 * rng.normal(size=len(y)))
-    after = crossval.lomo_predict(x, changed, MANIFEST, n_select=3)
+    after = crossval.lomo_predict(x, changed, MANIFEST, options=PipelineOptions(n_select=3))
     np.testing.assert_allclose(before[simclr.to_numpy()], after[simclr.to_numpy()])
     assert not np.allclose(before[~simclr.to_numpy()], after[~simclr.to_numpy()])
 
@@ -71,7 +74,8 @@ def test_calibrated_score_is_zero_on_average_on_noise_targets(n_descriptors, n_s
     for i in range(n_sim):
         x = _clustered(rng, n_descriptors)
         y = _clustered(rng, 1)[0]
-        result = crossval.calibrated_score(x, y, MANIFEST, n_select=n_select, n_permutations=19, seed=i)
+        options = PipelineOptions(n_select=n_select)
+        result = crossval.score_targets(x, y, MANIFEST, options=options, n_permutations=19, seed=i).mean
         observed[i], calibrated[i] = result.observed, result.calibrated
     assert abs(calibrated.mean()) < 0.05, calibrated.mean()  # measured: -0.003 (1), -0.005 (25, select 2)
     assert observed.mean() < -0.1  # the bias the calibration removes
@@ -81,19 +85,19 @@ def test_calibrated_score_sees_a_real_signal_and_is_reproducible():
     rng = np.random.default_rng(3)
     x = _clustered(rng, 5)
     y = pd.Series(x[0] + 0.3 * rng.normal(size=len(x)), index=x.index)
-    result = crossval.calibrated_score(x, y, MANIFEST, n_select=2, n_permutations=99, seed=4)
+    result = crossval.score_targets(x, y, MANIFEST, options=SELECT_2, n_permutations=99, seed=4).mean
     assert result.observed > 0.8 and result.calibrated > 0.8
     assert result.p_value == pytest.approx(1 / 100)
-    again = crossval.calibrated_score(x, y, MANIFEST, n_select=2, n_permutations=99, seed=4)
+    again = crossval.score_targets(x, y, MANIFEST, options=SELECT_2, n_permutations=99, seed=4).mean
     np.testing.assert_array_equal(result.null, again.null)
 
 
-def test_direct_score_uses_the_fixed_sign_and_no_fitting():
+def test_fixed_sign_score_uses_the_sign_and_no_fitting():
     rng = np.random.default_rng(5)
     baseline = _clustered(rng, 1)[0]
     y = pd.Series(-baseline + 0.5 * rng.normal(size=len(baseline)), index=baseline.index)
-    plus = crossval.direct_score(baseline, y, MANIFEST, sign=1, n_permutations=199)
-    minus = crossval.direct_score(baseline, y, MANIFEST, sign=-1, n_permutations=199)
+    plus = crossval.score_targets(baseline, y, MANIFEST, options=PLUS, n_permutations=199).mean
+    minus = crossval.score_targets(baseline, y, MANIFEST, options=MINUS, n_permutations=199).mean
     from scipy.stats import spearmanr
 
     assert minus.observed == pytest.approx(spearmanr(-baseline, y).statistic)
@@ -101,7 +105,7 @@ def test_direct_score_uses_the_fixed_sign_and_no_fitting():
     assert minus.p_value == pytest.approx(1 / 200) and plus.p_value > 0.9
     assert abs(minus.null_mean) < 0.1  # nothing fitted: no cross-validation bias
     with pytest.raises(ValueError, match="sign"):
-        crossval.direct_score(baseline, y, MANIFEST, sign=0)
+        PipelineOptions(sign=0)
 
 
 def test_paired_comparison_of_identical_and_of_good_versus_noise_predictors():
@@ -126,7 +130,7 @@ def test_correlation_power_curve():
                                                 n_sim=15, n_permutations=39, seed=0)
     assert list(curve.columns) == ["rho", "power", "low", "high"]
     assert curve.loc[0, "power"] <= 0.3 and curve.loc[1, "power"] >= 0.8 and minimal == 0.99
-    direct, _ = crossval.correlation_power(table, correlations=(0.99,), mode="direct", noise_x=0.2, noise_y=0.2,
+    direct, _ = crossval.correlation_power(table, correlations=(0.99,), options=PLUS, noise_x=0.2, noise_y=0.2,
                                            n_sim=10, n_permutations=39, seed=0)
     assert direct.loc[0, "power"] >= 0.8
 
@@ -149,13 +153,13 @@ def test_paired_swap_test_type_one_error(coefficient, bound):
         assert rate <= bound, rate
 
 
-def test_score_targets_matches_the_single_target_functions_and_shares_permutations():
+def test_score_targets_matches_each_target_alone_and_shares_permutations():
     rng = np.random.default_rng(30)
     x = _clustered(rng, 6)
     targets = pd.DataFrame({"a": x[0] + rng.normal(size=len(x)), "b": _clustered(rng, 1)[0]})
-    scored = crossval.score_targets(x, targets, MANIFEST, n_select=2, n_permutations=29, seed=3)
+    scored = crossval.score_targets(x, targets, MANIFEST, options=SELECT_2, n_permutations=29, seed=3)
     for name in targets:
-        single = crossval.calibrated_score(x, targets[name], MANIFEST, n_select=2, n_permutations=29, seed=3)
+        single = crossval.score_targets(x, targets[name], MANIFEST, options=SELECT_2, n_permutations=29, seed=3).mean
         np.testing.assert_allclose(scored.per_target[name].null, single.null)
         assert scored.per_target[name].observed == pytest.approx(single.observed)
     # the mean's null is the mean of the targets' nulls, permutation by permutation
@@ -164,13 +168,13 @@ def test_score_targets_matches_the_single_target_functions_and_shares_permutatio
     np.testing.assert_allclose(scored.selected.sum(axis=0), 2.0)
     assert scored.selected.loc[0, "a"] > 0.8  # the informative descriptor is kept in most folds
     pd.testing.assert_series_equal(scored.predictions["a"],
-                                   crossval.lomo_predict(x, targets["a"], MANIFEST, n_select=2).rename("a"))
-    direct = crossval.score_targets(x[0], targets, MANIFEST, sign=-1, n_permutations=29, seed=3)
-    single = crossval.direct_score(x[0], targets["b"], MANIFEST, sign=-1, n_permutations=29, seed=3)
+                                   crossval.lomo_predict(x, targets["a"], MANIFEST, options=SELECT_2).rename("a"))
+    direct = crossval.score_targets(x[0], targets, MANIFEST, options=MINUS, n_permutations=29, seed=3)
+    single = crossval.score_targets(x[0], targets["b"], MANIFEST, options=MINUS, n_permutations=29, seed=3).mean
     np.testing.assert_allclose(direct.per_target["b"].null, single.null)
     assert direct.selected.empty and set(direct.table().index) == {"a", "b", "mean"}
     with pytest.raises(ValueError, match="one number"):
-        crossval.score_targets(x, targets, MANIFEST, sign=1, n_permutations=5)
+        crossval.score_targets(x, targets, MANIFEST, options=PLUS, n_permutations=5)
 
 
 def test_bootstrap_score_covers_the_observed_score_and_refits():
@@ -180,7 +184,7 @@ def test_bootstrap_score_covers_the_observed_score_and_refits():
     low, high, draws = crossval.bootstrap_score(x, y, MANIFEST, n_boot=60, seed=0)
     observed = crossval.score_targets(x, y, MANIFEST, n_permutations=1).mean.observed
     assert low < observed < high and np.isfinite(draws).sum() >= 55
-    fixed_low, fixed_high, _ = crossval.bootstrap_score(x[0], y, MANIFEST, sign=1, n_boot=60, seed=0)
+    fixed_low, fixed_high, _ = crossval.bootstrap_score(x[0], y, MANIFEST, options=PLUS, n_boot=60, seed=0)
     assert 0.5 < fixed_low < fixed_high
 
 
@@ -188,14 +192,14 @@ def test_paired_comparison_with_a_fixed_sign_baseline_and_several_targets():
     rng = np.random.default_rng(32)
     x = _clustered(rng, 2)
     targets = pd.DataFrame({t: x[0] + 0.3 * rng.normal(size=len(x)) for t in "ab"})
-    result = crossval.paired_comparison(x[[0]], x[1], targets, MANIFEST, sign_b=1, n_boot=20, seed=0)
+    result = crossval.paired_comparison(x[[0]], x[1], targets, MANIFEST, options_b=PLUS, n_boot=20, seed=0)
     from scipy.stats import spearmanr
 
     direct = np.mean([spearmanr(x[1], targets[t]).statistic for t in "ab"])
     assert result.score_b == pytest.approx(direct)
     assert result.difference > 0.5 and result.p_value <= 2 / 256 + 1e-12 and result.low > 0
     # the additive statistic is the difference itself (no ties): the sum of the methods' terms
-    same = crossval.paired_comparison(x[0], x[0], targets, MANIFEST, sign_a=1, sign_b=1, n_boot=2)
+    same = crossval.paired_comparison(x[0], x[0], targets, MANIFEST, options_a=PLUS, options_b=PLUS, n_boot=2)
     assert same.difference == 0 and same.p_value == 1.0
 
 
@@ -203,9 +207,9 @@ def test_power_with_many_descriptors_is_lower_than_with_the_informative_one_alon
     table = MANIFEST[MANIFEST["backbone"] == "convnet"]
     kwargs = dict(correlations=(0.9,), noise_x=0.3, noise_y=0.3, n_sim=30, n_permutations=39, seed=1)
     one, _ = crossval.correlation_power(table, **kwargs)
-    many, _ = crossval.correlation_power(table, n_descriptors=60, n_select=2, n_targets=2, **kwargs)
+    many, _ = crossval.correlation_power(table, n_descriptors=60, options=SELECT_2, n_targets=2, **kwargs)
     assert many.loc[0, "power"] <= one.loc[0, "power"]
-    null, _ = crossval.correlation_power(table, correlations=(0.0,), n_descriptors=20, n_select=2,
+    null, _ = crossval.correlation_power(table, correlations=(0.0,), n_descriptors=20, options=SELECT_2,
                                          n_sim=60, n_permutations=19, seed=2)
     assert null.loc[0, "power"] <= 0.15  # nominal 0.05; 60 simulations
 
@@ -223,11 +227,12 @@ def test_every_kind_of_predictor_scores_zero_on_average_on_noise_targets(kind):
     for i in range(300):
         y = _clustered(rng, 2)
         if kind == "many descriptors, 2 selected":
-            result = crossval.score_targets(_clustered(rng, 100), y, MANIFEST, n_select=2, n_permutations=19, seed=i)
+            result = crossval.score_targets(_clustered(rng, 100), y, MANIFEST, options=SELECT_2, n_permutations=19,
+                                            seed=i)
         elif kind == "binary label, pooled":
             result = crossval.score_targets(backbone, y, MANIFEST, n_permutations=19, seed=i)
         else:
-            result = crossval.score_targets(_clustered(rng, 1)[0], y, MANIFEST, sign=1, n_permutations=19, seed=i)
+            result = crossval.score_targets(_clustered(rng, 1)[0], y, MANIFEST, options=PLUS, n_permutations=19, seed=i)
         calibrated.append(result.mean.calibrated)
     assert abs(np.mean(calibrated)) < 0.05, np.mean(calibrated)
 
@@ -242,3 +247,25 @@ def test_effective_descriptors_counts_independent_directions():
     two_blocks = pd.DataFrame(np.hstack([np.repeat(rng.normal(size=(5000, 1)), 3, axis=1),
                                          np.repeat(rng.normal(size=(5000, 1)), 3, axis=1)]))
     assert crossval.effective_descriptors(two_blocks) == pytest.approx(2.0, rel=0.02)
+
+
+def test_pipeline_options_are_validated_and_hashable():
+    assert PipelineOptions() == PipelineOptions(alphas=list(crossval.RIDGE_ALPHAS))  # a list becomes the tuple
+    assert PipelineOptions(n_select=np.int64(2)).n_select == 2 and isinstance(PipelineOptions(sign=-1.0).sign, int)
+    assert len({SELECT_2, PipelineOptions(n_select=2), PLUS}) == 2  # usable as a cache key
+    with pytest.raises(ValueError, match="n_select must be at least 1"):
+        PipelineOptions(n_select=0)
+    with pytest.raises(TypeError, match="n_select must be an integer"):
+        PipelineOptions(n_select=2.5)
+    with pytest.raises(ValueError, match="alphas must hold at least one ridge penalty, all positive"):
+        PipelineOptions(alphas=(1.0, 0.0))
+    with pytest.raises(ValueError, match="alphas must hold at least one"):
+        PipelineOptions(alphas=())
+    with pytest.raises(TypeError, match="alphas must be a sequence"):
+        PipelineOptions(alphas=1.0)
+    with pytest.raises(ValueError, match="sign must be None"):
+        PipelineOptions(sign=2)
+    with pytest.raises(ValueError, match="sign must be None"):
+        PipelineOptions(sign=True)
+    with pytest.raises(ValueError, match="leave n_select at None"):
+        PipelineOptions(n_select=2, sign=1)

@@ -99,6 +99,20 @@ def test_estimate_dimension_table_and_pointwise_values():
     assert row["q10"] <= row["dimension"] <= row["q90"]
 
 
+@pytest.mark.parametrize("estimator", ["twonn", "lpca"])
+def test_pointwise_estimates_equal_skdim_with_its_own_checks(estimator):
+    # pointwise_dimension switches scikit-learn's per-fit input checks off for speed; the
+    # estimates must be the ones skdim gives with its checks on
+    import skdim
+
+    points = _flat(120, 3, seed=5)
+    ours = dimension.pointwise_dimension(points, estimator, n_neighbors=15)
+    model = skdim.id.TwoNN() if estimator == "twonn" else skdim.id.lPCA(verbose=False)
+    with np.errstate(all="ignore"):
+        reference = model.fit_pw(points, n_neighbors=15).dimension_pw_
+    np.testing.assert_array_equal(ours, np.asarray(reference, float))
+
+
 @pytest.mark.parametrize("kernel, dtype", [("cosine", "float32"), ("gaussian", "float64")])
 def test_nnk_count_increases_with_dimension_on_offset_flat_data(kernel, dtype):
     # float64 for the Gaussian kernel: in float32 the solver's fallback raises on a nearly

@@ -128,6 +128,27 @@ def test_embed_lazy_builds_images_only_on_a_miss():
         embed.embed_lazy(model, ["other"], make, image_shape=(3, 28, 28), progress=False)
 
 
+def test_embed_lazy_builds_described_images_once_for_every_model():
+    # every model of a chapter embeds the same augmented views: built once per process
+    first_model, second_model = TinyModel(CountingNet(seed=1)), TinyModel(CountingNet(seed=2))
+    second_model.info = {"name": "tiny-2"}
+    built = []
+
+    def make():
+        built.append(1)
+        return _images(6, seed=3)
+
+    key = ["views", "built once", list(range(6))]
+    first = embed.embed_lazy(first_model, key, make, progress=False)
+    second = embed.embed_lazy(second_model, key, make, progress=False)
+    assert len(built) == 1
+    assert not np.array_equal(first, second)  # each model's own features, from the same images
+    np.testing.assert_array_equal(second, embed.embed(second_model, _images(6, seed=3), use_cache=False,
+                                                      progress=False))
+    embed.embed_lazy(first_model, key + ["another description"], make, progress=False)
+    assert len(built) == 2
+
+
 def test_bad_inputs_raise_clear_errors():
     model = TinyModel(CountingNet())
     with pytest.raises(ValueError, match="channel axis"):

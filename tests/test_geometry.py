@@ -157,3 +157,18 @@ def test_geometry_table_of_zoo_models(tiny_zoo, monkeypatch):
     assert cache.load_table(corrupt).equals(
         table.query("model == @tiny_zoo[1] and manifold == 'augmentation' and graph == 'knn'")
         .drop(columns="model").reset_index(drop=True))
+
+
+@pytest.mark.slow
+def test_geometry_table_does_not_depend_on_the_worker_count(tiny_zoo, private_cache):
+    import shutil
+
+    settings = GeometrySettings(k=5, n_per_class=6, families=("rotation",), n_base=2, n_views=4,
+                                k_augmentation=3)
+    serial = geometry.geometry_table(tiny_zoo, settings, progress=False, n_jobs=1)
+    for namespace in ("geometry", "features"):  # recompute everything, this time on two threads
+        shutil.rmtree(private_cache / namespace)
+    threaded = geometry.geometry_table(tiny_zoo, settings, progress=False, n_jobs=2)
+    pd.testing.assert_frame_equal(serial, threaded, check_exact=True)
+    with pytest.raises(ValueError, match="n_jobs"):
+        geometry.geometry_table(tiny_zoo, settings, progress=False, n_jobs=0)

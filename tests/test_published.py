@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import functools
 import io
+import os
 import urllib.error
 
 import pytest
@@ -21,6 +22,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from sslgeom import published, zoo
+from sslgeom import checkpoints
 from sslgeom.checkpoints import CheckpointError, ChecksumError
 
 
@@ -261,3 +263,41 @@ def test_download_into_cache_and_verification(checkpoint_dir, monkeypatch):
     with pytest.raises(ChecksumError):
         published.download("supervised")  # published hash prefix does not match the payload
     assert not (checkpoint_dir / "cache" / "published" / "resnet50-19c8e357.pth").exists()
+
+
+def test_several_checkpoint_folders_are_searched_in_order(checkpoint_dir, tmp_path, backbone_state, monkeypatch):
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setenv(published.CHECKPOINTS_ENV, os.pathsep.join([str(other), str(checkpoint_dir)]))
+    without_hash(monkeypatch, "vicreg")
+    torch.save(fake_checkpoint("vicreg", backbone_state), checkpoint_dir / published.get_spec("vicreg").filename)
+    assert published.search_dirs()[:2] == [other, checkpoint_dir]
+    assert published.find_checkpoint("vicreg") == checkpoint_dir / "vicreg_resnet50.pth"
+
+
+def test_the_input_size_variable_sets_every_release_s_input(checkpoint_dir, backbone_state, monkeypatch):
+    without_hash(monkeypatch, "vicreg")
+    torch.save(fake_checkpoint("vicreg", backbone_state), checkpoint_dir / published.get_spec("vicreg").filename)
+    monkeypatch.setenv(published.INPUT_SIZE_ENV, "48")
+    model = published.load_published("vicreg", backbone_factory=narrow_resnet50)
+    assert model.info["image_size"] == 48
+    assert model.preprocess(torch.zeros(1, 1, 28, 28, dtype=torch.uint8)).shape == (1, 3, 48, 48)
+    for bad in ("8", "large", "-3", "32.5"):
+        monkeypatch.setenv(published.INPUT_SIZE_ENV, bad)
+        with pytest.raises(ValueError, match="SSLGEOM_INPUT_SIZE.*at least 16"):
+            published.input_size()
+    monkeypatch.delenv(published.INPUT_SIZE_ENV)
+    assert published.input_size() == 224
+
+
+def test_release_files_read_in_threads_keep_the_allowlist(checkpoint_dir, backbone_state):
+    """torch's allowlist context is process-wide: concurrent reads must not drop each other's allowed class."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = checkpoint_dir / published.get_spec("insdis").filename
+    raw = fake_checkpoint("insdis", backbone_state)
+    raw["opt"] = argparse.Namespace(arch="resnet50")
+    torch.save(raw, path)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: checkpoints.read_checkpoint(path), range(8)))
+    assert all(isinstance(result["opt"], argparse.Namespace) for result in results)

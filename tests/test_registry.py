@@ -323,3 +323,12 @@ def test_user_models_go_through_the_feature_cache(user_registry):
     cached = embed.embed("user/moco", images, progress=False)
     assert cached.shape == (3, 512)
     np.testing.assert_allclose(cached, zoo.load("user/moco").features(images), rtol=1e-5, atol=1e-5)
+
+
+def test_the_input_size_variable_overrides_the_entry_s_size(user_registry, monkeypatch):
+    monkeypatch.setenv(published.INPUT_SIZE_ENV, "48")
+    model = zoo.load("user/moco")
+    assert model.info["image_size"] == 48
+    assert model.preprocess(torch.zeros(2, 3, 20, 20, dtype=torch.uint8)).shape == (2, 3, 48, 48)
+    monkeypatch.delenv(published.INPUT_SIZE_ENV)
+    assert zoo.load("user/moco").info["image_size"] == SIZE  # the entry's own

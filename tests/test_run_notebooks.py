@@ -124,3 +124,24 @@ def test_provenance_records_commit_manifest_and_the_models_a_chapter_used(tiny, 
     run_notebooks.update_execution_report([record], tiny / "out")
     page = (tiny / "out" / "execution.md").read_text()
     assert "## Provenance" in page and f"| 98_uses | `{record['commit']}` | `{record['zoo_manifest_sha256'][:16]}...` | 2 | none |" in page
+
+
+def test_lanes_pass_on_every_option_but_the_chapter_choice():
+    argv = ["--params", "p.yaml", "--only", "02", "04", "--force", "--jobs", "2", "--output-dir=out"]
+    assert run_notebooks._without_options(argv, {"--only", "--jobs"}) == ["--params", "p.yaml", "--force",
+                                                                          "--output-dir=out"]
+    assert set(run_notebooks.SIDE_LANE) <= set(run_notebooks.toc_chapters())
+
+
+def test_concurrent_report_updates_keep_every_record(tmp_path, monkeypatch):
+    # two lanes finishing at once must both end up in execution.json
+    from concurrent.futures import ThreadPoolExecutor
+
+    stems = [f"9{i}_lane" for i in range(6)]
+    monkeypatch.setattr(run_notebooks, "toc_chapters", lambda: stems)
+    monkeypatch.setattr(run_notebooks, "package_versions", lambda: {"python": "3"})
+    records = [{"notebook": stem, "profile": "smoke", "status": "ok", "wall_seconds": 1.0, "started": "now",
+                "parameters": {}} for stem in stems]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda record: run_notebooks.update_execution_report([record], tmp_path), records))
+    assert sorted(run_notebooks.previous_records(tmp_path)) == stems

@@ -182,3 +182,46 @@ def test_noise_reliability_agrees_with_the_bootstrap_over_test_examples():
     assert np.isnan(stats.noise_reliability([0.5, 0.5], [0.01, 0.01]))
     with pytest.raises(ValueError):
         stats.binomial_standard_error([1.2], 10)
+
+
+def test_power_curve_counts_rejections_with_wilson_intervals_and_finds_the_smallest_powered_effect():
+    from statsmodels.stats.proportion import proportion_confint
+
+    rng = np.random.default_rng(0)
+    calls = []
+
+    def rejects(effect):
+        calls.append(effect)
+        return rng.uniform() < effect  # a test whose power is the effect itself
+
+    curve, minimal = stats.power_curve([0.0, 0.5, 1.0], rejects, 40, target_power=0.8, name="rho")
+    assert calls == [0.0] * 40 + [0.5] * 40 + [1.0] * 40  # effect by effect, n_sim each, in order
+    assert list(curve.columns) == ["rho", "power", "low", "high"]
+    assert curve["power"].iloc[0] == 0.0 and curve["power"].iloc[2] == 1.0 and minimal == 1.0
+    rejections = round(curve["power"].iloc[1] * 40)
+    np.testing.assert_allclose(curve.loc[1, ["low", "high"]].to_numpy(dtype=float),
+                               proportion_confint(rejections, 40, alpha=0.05, method="wilson"))
+    never, none = stats.power_curve([0.2], lambda effect: False, 5)
+    assert never["power"].iloc[0] == 0.0 and np.isnan(none)
+    with pytest.raises(ValueError, match="n_sim"):
+        stats.power_curve([0.2], lambda effect: True, 0)
+
+
+def test_participation_ratio_counts_independent_columns():
+    rng = np.random.default_rng(1)
+    assert stats.participation_ratio(rng.normal(size=(5000, 4))) == pytest.approx(4, rel=0.02)
+    base = rng.normal(size=(100, 1))
+    assert stats.participation_ratio(np.hstack([base, -2 * base + 1])) == pytest.approx(1.0)
+    assert stats.participation_ratio(base) == 1.0
+    with pytest.raises(ValueError, match="at least one column"):
+        stats.participation_ratio(np.empty((10, 0)))
+
+
+def test_infinite_statistics_tie_instead_of_breaking_the_p_values():
+    # a pseudo-F with no within-group spread is +inf on the real labels and on some relabellings
+    null_all = np.array([np.inf, 2.0, np.inf, np.nan, 1.0])
+    assert stats.exact_pvalue(np.inf, null_all) == pytest.approx(2 / 5)
+    assert stats.permutation_pvalue(np.inf, null_all[1:]) == pytest.approx(2 / 5)
+    assert stats.permutation_pvalue(3.0, null_all) == pytest.approx(3 / 6)
+    with pytest.raises(ValueError, match="NaN"):
+        stats.exact_pvalue(np.nan, null_all)

@@ -69,3 +69,13 @@ def test_check_choice_and_names_list_the_choices():
         validation.check_names("a", ["a"], "model(s)")
     with pytest.raises(ValueError, match=r"unknown model\(s\) \['z'\]; available: \['a', 'b'\]. Train"):
         validation.check_names(["a", "z"], ["a", "b"], "model(s)", hint="Train them.")
+
+
+def test_check_graph_features_needs_one_row_per_node():
+    features = np.ones((5, 3), dtype=np.float32)
+    checked = validation.check_graph_features(features, 5)
+    assert checked.dtype == np.float64 and checked.shape == (5, 3)
+    with pytest.raises(ValueError, match="must have 4 rows to match the graph.*built from"):
+        validation.check_graph_features(features, 4)
+    with pytest.raises(ValueError, match="NaN"):
+        validation.check_graph_features(np.full((5, 3), np.nan), 5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -133,6 +134,9 @@ def verify_sha256(path: str | Path, expected: str, *, prefix: bool = False, fix:
     )
 
 
+_TORCH_LOAD_LOCK = threading.Lock()
+
+
 def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dict[str, Any]:
     """Read a checkpoint file without unpickling, verifying its SHA-256 first if given.
 
@@ -167,7 +171,9 @@ def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dic
     try:
         if suffix == SAFETENSORS_SUFFIX:
             return safetensors.torch.load_file(str(path), device="cpu")
-        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+        # the allowlist is process-wide state that the context sets and restores: one reader at a time
+        # (models are loaded in worker threads, sslgeom.threads)
+        with _TORCH_LOAD_LOCK, torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # both libraries raise several types for truncated or corrupt files
         refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))

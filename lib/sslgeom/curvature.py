@@ -82,10 +82,11 @@ import numpy as np
 import pandas as pd
 
 from sslgeom import nnk
+from sslgeom.dimension import validated_by_caller
 from sslgeom.kernels import kernel_space
 from sslgeom.mgm import largest_principal_angles, tangent_bases
 from sslgeom.neighbors import knn
-from sslgeom.validation import check_choice, check_features, check_int
+from sslgeom.validation import check_choice, check_features, check_graph_features, check_int
 
 __all__ = [
     "CurvatureEstimate",
@@ -186,7 +187,8 @@ def tangent_dimension(
     if max_nodes is not None and len(points) > max_nodes:
         nodes = np.sort(np.random.default_rng(seed).choice(len(points), max_nodes, replace=False))
     model = skdim.id.lPCA(verbose=False)
-    estimates = [model.fit(points[neighbors[node]]).dimension_ for node in nodes]
+    with validated_by_caller():  # the points were checked above; skip skdim's per-node re-checks
+        estimates = [model.fit(points[neighbors[node]]).dimension_ for node in nodes]
     return max(1, int(np.rint(np.median(estimates))))
 
 
@@ -300,11 +302,8 @@ def _nnk_edges(result: nnk.NNKResult) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_graph_points(result: nnk.NNKResult, features) -> np.ndarray:
-    points = check_features(features)
-    if points.shape[0] != result.n_points:
-        raise ValueError(f"features must have {result.n_points} rows to match the graph, got "
-                         f"{points.shape[0]}; pass the features the NNK result was built from.")
-    return kernel_space(points, result.kernel)
+    """The graph's features (validated against it) in the kernel's space."""
+    return kernel_space(check_graph_features(features, result.n_points), result.kernel)
 
 
 def edge_curvatures(
@@ -318,9 +317,8 @@ def edge_curvatures(
 
     Parameters
     ----------
-    result : NNKResult
-        From :func:`sslgeom.nnk.nnk_graph` on ``features``.
-    features : array-like, shape (n_points, dim)
+    result, features
+        The NNK graph and the features it was built from, as in :func:`sslgeom.mgm.node_metrics`.
     tangent_dim : int
         Dimension of every tangent space (capped by each node's neighbour count); see
         :func:`tangent_dimension` for the validated rule.
@@ -394,9 +392,8 @@ def curvature_from_graph(
 
     Parameters
     ----------
-    result : NNKResult
-    features : array-like, shape (n_points, dim)
-        The features the graph was built from.
+    result, features
+        As in :func:`edge_curvatures`.
     tangent_dim : int, optional
         Default: :func:`tangent_dimension` on the kernel-space points and the graph's candidates.
     tangents : {"nnk", "knn"}

@@ -111,6 +111,20 @@ def _skdim_estimator(name: str):
     return skdim.id.lPCA(verbose=False)  # Fukunaga-Olsen: eigenvalues > 5% of the largest
 
 
+def validated_by_caller():
+    """scikit-learn's configuration for estimator calls on inputs this module has already checked.
+
+    skdim fits one estimator per neighbourhood, and each fit re-validates its input and its
+    parameters; on the book's sizes that is about half the time of a pointwise estimate. The
+    inputs are checked once (finite rows, no duplicates) before these calls, so the repeated
+    checks are switched off (``assume_finite``, ``skip_parameter_validation``); the estimates are
+    bit for bit the same (``tests/test_dimension.py``).
+    """
+    import sklearn
+
+    return sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
+
+
 def _check_points(features, n_neighbors: int, name: str = "features") -> np.ndarray:
     """Finite float64 rows, enough of them for ``n_neighbors``, without duplicates.
 
@@ -155,7 +169,7 @@ def pointwise_dimension(features, estimator: str, n_neighbors: int = 20) -> np.n
     check_choice(estimator, ESTIMATORS, "estimator")
     points = _check_points(features, n_neighbors)
     model = _skdim_estimator(estimator)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), validated_by_caller():
         warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 in TwoNN's fit on tiny clouds
         if estimator == "mle":
             return np.asarray(model.fit(points, n_neighbors=n_neighbors).dimension_pw_, float)

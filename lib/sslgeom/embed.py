@@ -15,6 +15,8 @@ every finished entry and recomputes only the missing ones.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -272,6 +274,36 @@ def embed(model: str | ModelLike, images: torch.Tensor | np.ndarray, *, batch_si
     return l2_normalize(features) if normalize else features.astype(np.float32, copy=False)
 
 
+#: Images built by :func:`embed_lazy` in this process, by the description that determines them:
+#: every model of a chapter embeds the same augmented views, which cost about as much to build
+#: as to embed. Least recently used entries go first beyond :data:`_IMAGE_MEMO_BYTES`.
+_IMAGE_MEMO: OrderedDict[str, torch.Tensor] = OrderedDict()
+_IMAGE_MEMO_BYTES = 256 * 2**20
+_IMAGE_MEMO_LOCK = threading.Lock()  # models are embedded in worker threads (sslgeom.threads)
+
+
+def _described_images(
+    cache_key_parts: Any, image_shape: tuple[int, ...], make_images: Callable[[], torch.Tensor | np.ndarray]
+) -> torch.Tensor:
+    """``make_images()`` as ``uint8``, built once per description and process (see :data:`_IMAGE_MEMO`)."""
+    key = cache.content_key(["images", cache_key_parts, list(image_shape)])
+    with _IMAGE_MEMO_LOCK:
+        if key in _IMAGE_MEMO:
+            _IMAGE_MEMO.move_to_end(key)
+            return _IMAGE_MEMO[key]
+    images = _as_uint8_tensor(make_images())  # outside the lock: two workers may build at once
+    if tuple(images.shape[1:]) != image_shape:
+        raise ValueError(
+            f"make_images returned images of shape {tuple(images.shape[1:])}, but image_shape "
+            f"is {image_shape}; pass the matching image_shape."
+        )
+    with _IMAGE_MEMO_LOCK:
+        _IMAGE_MEMO[key] = images
+        while sum(t.numel() for t in _IMAGE_MEMO.values()) > _IMAGE_MEMO_BYTES and len(_IMAGE_MEMO) > 1:
+            _IMAGE_MEMO.popitem(last=False)
+    return images
+
+
 def embed_lazy(
     model: str | ModelLike,
     cache_key_parts: Any,
@@ -311,12 +343,7 @@ def embed_lazy(
     image_shape = tuple(int(v) for v in image_shape)
 
     def compute() -> dict[str, np.ndarray]:
-        images = _as_uint8_tensor(make_images())
-        if tuple(images.shape[1:]) != image_shape:
-            raise ValueError(
-                f"make_images returned images of shape {tuple(images.shape[1:])}, but image_shape "
-                f"is {image_shape}; pass the matching image_shape."
-            )
+        images = _described_images(cache_key_parts, image_shape, make_images)
         return {"features": embed_images(loaded, images, batch_size=batch_size, device=device,
                                          progress=progress, num_threads=num_threads)}
 

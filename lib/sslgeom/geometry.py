@@ -266,6 +266,7 @@ def geometry_table(
     *,
     device: str = "cpu",
     progress: bool = True,
+    n_jobs: int | None = None,
 ) -> pd.DataFrame:
     """MGMs of every model on every manifold, summarised: the tidy geometry table.
 
@@ -293,6 +294,9 @@ def geometry_table(
         Device of the forward passes and graphs.
     progress : bool
         Show a progress bar over models.
+    n_jobs : int or None
+        Models computed at once, each on one thread (:func:`sslgeom.threads.map_in_threads`;
+        ``None``: one per core). The table does not depend on it.
 
     Returns
     -------
@@ -301,9 +305,9 @@ def geometry_table(
         the graphs in :attr:`GeometrySettings.graphs` order inside each part.
     """
     from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
 
     from sslgeom import zoo
+    from sslgeom.threads import map_in_threads
 
     if not isinstance(settings, GeometrySettings):
         raise TypeError(f"settings must be a GeometrySettings, got {type(settings).__name__}; build one with "
@@ -312,6 +316,6 @@ def geometry_table(
     # The work is thousands of tiny matrix products and SVDs: extra BLAS threads only add
     # synchronisation (measured: a fifth of the time, more on a busy machine).
     with threadpool_limits(limits=1, user_api="blas"):
-        tables = [_model_geometry(model, zoo.checkpoint_hash(model), settings, device)
-                  for model in tqdm(model_names, desc="geometry", disable=not progress)]
+        tables = map_in_threads(lambda model: _model_geometry(model, zoo.checkpoint_hash(model), settings, device),
+                                model_names, n_jobs, desc="geometry", progress=progress)
     return pd.concat(tables, ignore_index=True)

@@ -79,6 +79,8 @@ RESIZE_MODES: tuple[str, ...] = ("crop", "stretch")
 #: bumped when decoding changes, so that old cache entries are not reused
 IMAGE_FOLDER_VERSION = "image-folder-v1"
 CACHE_NAMESPACE = "image_folder"
+#: decoding processes of :func:`load_image_folder` unless told otherwise (the machine's two cores)
+DEFAULT_WORKERS = 2
 #: how many example paths a report lists (skipped, ignored)
 MAX_LISTED = 5
 #: modes of 16-bit greyscale PNGs; ``Image.convert`` would clip them at 255 instead of scaling
@@ -502,7 +504,7 @@ def load_image_folder(
     n_per_class: int | None = None,
     seed: int = 0,
     resize: str = "crop",
-    num_workers: int = 2,
+    num_workers: int = DEFAULT_WORKERS,
     batch_size: int = 32,
     progress: bool = True,
     use_cache: bool = True,
@@ -592,31 +594,32 @@ def _assemble(scan: FolderScan, arrays: dict[str, np.ndarray], *, size: int, res
 # ------------------------------------------------------------------------------------------------
 
 
-def decoding_throughput(
-    root: str | Path,
-    *,
-    size: int = 224,
-    n_per_class: int | None = None,
-    seed: int = 0,
-    resize: str = "crop",
-    num_workers: int = 2,
-    batch_size: int = 32,
-) -> dict[str, float]:
-    """Decode a folder without the cache and time it (worker start-up included).
+def decoding_throughput(root: str | Path, **options: Any) -> dict[str, float]:
+    """Read a folder with :func:`load_image_folder` without the cache, and time it.
+
+    The time covers the listing, the worker start-up and the decoding (unreadable files count as
+    processed images: they were opened and tried).
+
+    Parameters
+    ----------
+    root : str or Path
+        ``root/<class>/.../<image>``.
+    **options
+        :func:`load_image_folder`'s options (``size``, ``n_per_class``, ``seed``, ``resize``,
+        ``num_workers``, ``batch_size``); ``progress`` and ``use_cache`` are set here.
 
     Returns
     -------
     dict
         ``images``, ``seconds``, ``images_per_second``, ``num_workers``.
     """
-    _check_options(size, n_per_class, seed, resize, num_workers, batch_size)
-    scan = scan_folder(root)
     start = time.perf_counter()
-    arrays = _decode_selection(scan, n_per_class, seed, size, resize, num_workers, batch_size, progress=False)
+    report = load_image_folder(root, progress=False, use_cache=False, **options).report
     seconds = time.perf_counter() - start
-    n_images = len(arrays["labels"]) + len(arrays["skipped_paths"])
+    n_images = report.n_loaded + report.n_skipped
+    workers = options.get("num_workers", DEFAULT_WORKERS)
     return {"images": float(n_images), "seconds": seconds, "images_per_second": n_images / seconds,
-            "num_workers": float(num_workers)}
+            "num_workers": float(workers)}
 
 
 def write_synthetic_folder(

@@ -280,17 +280,9 @@ def shadowed_candidates(points, neighbors, kept, kernel_values, kernel: str, par
 
     Parameters
     ----------
-    points : np.ndarray, shape (n_points, dim)
-        The points the graph was built on (raw rows; mapped with :func:`kernel_space`).
-    neighbors : np.ndarray, shape (n_points, k)
-        Candidate neighbours of each node.
-    kept : np.ndarray of bool, shape (n_points, k)
-        Which candidates NNK kept (non-zero weight).
-    kernel_values : np.ndarray, shape (n_points, k)
-        ``K(x_i, x_j)`` for each candidate.
-    kernel : {"cosine", "gaussian"}
-    params : dict
-        The kernel's parameters (``NNKResult.kernel_params``).
+    points, neighbors, kept, kernel_values, kernel, params
+        As in :func:`kernel_ratio_agreement`: the graph's points, its candidates, which of them
+        NNK kept, their kernel values and the kernel with its parameters.
 
     Returns
     -------

@@ -1,6 +1,10 @@
 """Semantic and augmentation manifolds of a model, as plain arrays with their metadata.
 
-* **Semantic manifold**: features of held-out Fashion-MNIST test images, stratified by class
+The images come from the active image source (:func:`sslgeom.sources.active_images`): held-out
+Fashion-MNIST test images by default, or the pool of an image folder after
+:func:`sslgeom.sources.activate`; "test images" below means that pool.
+
+* **Semantic manifold**: features of held-out test images, stratified by class
   (:func:`semantic_manifold`); :meth:`SemanticManifold.for_class` gives the per-class manifolds.
 * **Augmentation manifolds**: for each base image and family, the features of its views along the
   family's strength grid, a curve per base image (:func:`augmentation_manifolds`).
@@ -15,7 +19,6 @@ that is interrupted keeps its finished pieces; returned features are L2-normalis
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Sequence
 
@@ -44,7 +47,6 @@ __all__ = [
 
 #: Part of every cache key; bump when the way images or views are built changes.
 MANIFOLD_VERSION = "manifolds-v1"
-_DATASET = "fashion-mnist-test"
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,9 @@ class SemanticManifold:
     features : numpy.ndarray
         ``float32``, shape ``(n_images, dim)``; unit rows when ``normalized``.
     labels : numpy.ndarray
-        ``int64``, shape ``(n_images,)``: Fashion-MNIST classes.
+        ``int64``, shape ``(n_images,)``: classes of the active images.
     image_ids : numpy.ndarray
-        ``int64``, shape ``(n_images,)``: indices into the Fashion-MNIST test split.
+        ``int64``, shape ``(n_images,)``: indices into the active images (the Fashion-MNIST test split by default).
     normalized : bool
         Whether rows were L2-normalised.
     """
@@ -188,14 +190,19 @@ class ModelManifolds:
     composition: CompositionManifold | None = None
 
 
-@functools.lru_cache(maxsize=1)
 def _test_split() -> tuple[np.ndarray, np.ndarray]:
-    from .data import load_fashion_mnist
+    """The active source's images ``(n, C, H, W)`` uint8 and labels ``(n,)`` (read-only)."""
+    from .sources import active_images
 
-    images, labels = load_fashion_mnist("test")
-    images.setflags(write=False)
-    labels.setflags(write=False)
-    return images, labels
+    pool = active_images()
+    return pool.images, pool.labels
+
+
+def _dataset() -> str:
+    """The active source's key in cache keys (``"fashion-mnist-test"`` for the default data)."""
+    from .sources import active_images
+
+    return active_images().key
 
 
 def select_test_images(n_images: int, seed: int = 0) -> np.ndarray:
@@ -208,14 +215,14 @@ def select_test_images(n_images: int, seed: int = 0) -> np.ndarray:
     Parameters
     ----------
     n_images : int
-        How many ids, at most the size of the test split (10,000).
+        How many ids, at most the number of active images (10,000 Fashion-MNIST test images by default).
     seed : int
         Seed of the per-class shuffles.
 
     Returns
     -------
     numpy.ndarray
-        ``int64``, shape ``(n_images,)``: indices into the Fashion-MNIST test split.
+        ``int64``, shape ``(n_images,)``: indices into the active images (the Fashion-MNIST test split by default).
     """
     _, labels = _test_split()
     if isinstance(n_images, bool) or int(n_images) != n_images or not 1 <= n_images <= labels.size:
@@ -231,9 +238,15 @@ def select_test_images(n_images: int, seed: int = 0) -> np.ndarray:
     return order[order >= 0][: int(n_images)]
 
 
+def _image_shape() -> tuple[int, int, int]:
+    """``(channels, height, width)`` of the active images ((1, 28, 28) for the default data)."""
+    images, _ = _test_split()
+    return tuple(int(v) for v in images.shape[1:])
+
+
 def _images(ids: np.ndarray) -> torch.Tensor:
     images, _ = _test_split()
-    return torch.from_numpy(np.ascontiguousarray(images[ids]))[:, None]
+    return torch.from_numpy(np.ascontiguousarray(images[ids]))
 
 
 def _labels(ids: np.ndarray) -> np.ndarray:
@@ -284,22 +297,26 @@ def semantic_manifold(
     n_classes = len(np.unique(_test_split()[1]))
     ids = select_test_images(n_classes * int(n_per_class), seed)
     features = embed_lazy(
-        loaded, [MANIFOLD_VERSION, "semantic", _DATASET, ids], lambda: _images(ids),
-        batch_size=batch_size, device=device, progress=progress,
+        loaded, [MANIFOLD_VERSION, "semantic", _dataset(), ids], lambda: _images(ids),
+        image_shape=_image_shape(), batch_size=batch_size, device=device, progress=progress,
     )
     return SemanticManifold(model_name(loaded), _finish(features, normalize), _labels(ids), ids,
                             normalized=normalize)
 
 
 def _check_families(families: Iterable[str] | None) -> tuple[str, ...]:
+    """The families to sweep: None gives every family the active images allow (colour ones for RGB)."""
+    from .sources import active_images
+
+    allowed = active_images().families
     if families is None:
-        return augment.GRAYSCALE_FAMILIES
+        return allowed
     names = tuple(augment.family_names(families))
-    colour = [f for f in names if augment.FAMILIES[f].color_only]
+    colour = [f for f in names if f not in allowed]
     if colour:
         raise ValueError(
-            f"families {colour} need colour images, but Fashion-MNIST is greyscale; use families "
-            f"from {augment.GRAYSCALE_FAMILIES}."
+            f"families {colour} need colour images, but the active images are greyscale; use families "
+            f"from {allowed}, or an image folder of colour images (sslgeom.sources.activate)."
         )
     if not names:
         raise ValueError("families is empty: name at least one augmentation family.")
@@ -325,7 +342,8 @@ def augmentation_manifolds(
     model : str or model object
         Zoo name or loaded model.
     families : sequence of str, optional
-        Families to sweep; default all greyscale families (:data:`sslgeom.augment.GRAYSCALE_FAMILIES`).
+        Families to sweep; default every family the active images allow (the greyscale ones,
+        :data:`sslgeom.augment.GRAYSCALE_FAMILIES`, plus hue and saturation for colour images).
     n_base : int
         Base images (test split, stratified by class, chosen by ``seed``).
     n_points : int or dict, optional
@@ -368,8 +386,9 @@ def _one_family(
         views = augment.sweep(_images(base_ids), family, strengths, seed=seed)
         return views.reshape(-1, *views.shape[2:])
 
-    key = [MANIFOLD_VERSION, "augmentation", _DATASET, family, strengths, base_ids, int(seed)]
-    flat = embed_lazy(loaded, key, make_images, batch_size=batch_size, device=device, progress=False)
+    key = [MANIFOLD_VERSION, "augmentation", _dataset(), family, strengths, base_ids, int(seed)]
+    flat = embed_lazy(loaded, key, make_images, image_shape=_image_shape(), batch_size=batch_size, device=device,
+                      progress=False)
     features = _finish(flat, normalize).reshape(len(base_ids), len(strengths), -1)
     identity_index = int(np.flatnonzero(strengths == augment.FAMILIES[family].identity)[0])
     return AugmentationManifold(model_name(loaded), family, features, strengths, base_ids,
@@ -400,7 +419,7 @@ def composition_manifold(
     n_views : int
         Random views per base image.
     families : sequence of str, optional
-        Families composed (default all greyscale families).
+        Families composed (default every family the active images allow).
     p_apply : float
         Probability of each family in a view (see :func:`sslgeom.augment.random_views`).
     seed : int
@@ -419,7 +438,7 @@ def composition_manifold(
     # The drawn strengths are cheap to recompute (no pixels), so a cache hit still reports them.
     view_strengths = augment.sample_strengths(len(base_ids), n_views, seed=seed, families=names,
                                               p_apply=p_apply)
-    key = [MANIFOLD_VERSION, "composition", _DATASET, base_ids, int(n_views), names,
+    key = [MANIFOLD_VERSION, "composition", _dataset(), base_ids, int(n_views), names,
            float(p_apply), int(seed)]
 
     def make_images() -> torch.Tensor:
@@ -427,7 +446,7 @@ def composition_manifold(
         views, _ = augment.random_views(base, n_views, seed=seed, families=names, p_apply=p_apply)
         return torch.cat([base, views.reshape(-1, *views.shape[2:])])
 
-    flat = embed_lazy(loaded, key, make_images, batch_size=batch_size, device=device,
+    flat = embed_lazy(loaded, key, make_images, image_shape=_image_shape(), batch_size=batch_size, device=device,
                       progress=progress)
     flat = _finish(flat, normalize)
     clean, views = flat[: len(base_ids)], flat[len(base_ids):]

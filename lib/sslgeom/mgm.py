@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from sslgeom import nnk
 from sslgeom.kernels import kernel_from_sq_distances, kernel_space, reconstruction_error
-from sslgeom.validation import check_features
+from sslgeom.validation import check_graph_features
 
 GraphName = Literal["nnk", "knn"]
 METRICS: tuple[str, ...] = (
@@ -64,13 +64,8 @@ _BLOCK_VALUES = 1 << 23
 
 
 def _geometry_points(result: nnk.NNKResult, features) -> np.ndarray:
-    points = check_features(features)
-    if points.shape[0] != result.n_points:
-        raise ValueError(
-            f"features must have shape ({result.n_points}, dim) to match the graph, got "
-            f"{points.shape}; pass the same features the NNK result was built from."
-        )
-    return kernel_space(points, result.kernel)
+    """The graph's features (validated against it) in the kernel's space."""
+    return kernel_space(check_graph_features(features, result.n_points), result.kernel)
 
 
 def _neighbour_weights(result: nnk.NNKResult, graph: str) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,8 @@ import pandas as pd
 
 from .design import (count_assignments, enumerate_assignments, unit_labels, unit_permutation_test,
                      within_strata_permutations)
-from .stats import bh, exact_pvalue, partial_eta_squared, permutation_pvalue
+from .stats import (bh, exact_pvalue, partial_eta_squared, participation_ratio, permutation_pvalue, power_curve,
+                    variance_components)
 from .validation import check_int
 
 __all__ = [
@@ -50,36 +51,6 @@ __all__ = [
     "no_effect_verdict",
     "block_permanova",
 ]
-
-
-@dataclass(frozen=True)
-class PermanovaResult:
-    """Outcome of :func:`permanova` or :func:`nested_permanova`.
-
-    Attributes
-    ----------
-    statistic : float
-        Pseudo-F, or with strata the sum of the per-stratum pseudo-F.
-    p_value : float
-        Exact (``#{null >= observed} / n``) or Monte Carlo (``(1 + #{null >= observed}) / (1 + B)``).
-    min_p : float
-        Smallest p-value this test can return.
-    exact : bool
-    n_permutations : int
-        Assignments enumerated (exact) or permutations drawn.
-    per_stratum : pandas.DataFrame
-        One row per stratum (``"all"`` without strata): ``F, r2, df_effect, df_residual, n``,
-        where ``r2`` is the tested term's share of the total sum of squares.
-    null : array, shape (n_permutations,)
-    """
-
-    statistic: float
-    p_value: float
-    min_p: float
-    exact: bool
-    n_permutations: int
-    per_stratum: pd.DataFrame
-    null: np.ndarray = field(repr=False)
 
 
 def distance_matrix(distances, ids: Sequence[str] | None = None):
@@ -180,6 +151,36 @@ def _strata(strata: Sequence[Hashable] | None, n: int) -> np.ndarray:
     if len(strata) != n:
         raise ValueError(f"{len(strata)} strata for {n} models.")
     return strata
+
+
+@dataclass(frozen=True)
+class PermanovaResult:
+    """Outcome of :func:`permanova` or :func:`nested_permanova`.
+
+    Attributes
+    ----------
+    statistic : float
+        Pseudo-F, or with strata the sum of the per-stratum pseudo-F.
+    p_value : float
+        Exact (``#{null >= observed} / n``) or Monte Carlo (``(1 + #{null >= observed}) / (1 + B)``).
+    min_p : float
+        Smallest p-value this test can return.
+    exact : bool
+    n_permutations : int
+        Assignments enumerated (exact) or permutations drawn.
+    per_stratum : pandas.DataFrame
+        One row per stratum (``"all"`` without strata): ``F, r2, df_effect, df_residual, n``,
+        where ``r2`` is the tested term's share of the total sum of squares.
+    null : array, shape (n_permutations,)
+    """
+
+    statistic: float
+    p_value: float
+    min_p: float
+    exact: bool
+    n_permutations: int
+    per_stratum: pd.DataFrame
+    null: np.ndarray = field(repr=False)
 
 
 def permanova(
@@ -473,10 +474,8 @@ def paradigm_power(
         Smallest effect of ``effects`` whose power is at least ``target_power`` (NaN if none):
         a grid value, not interpolated, so on the safe side.
     """
-    from statsmodels.stats.proportion import proportion_confint
     from scipy.spatial.distance import pdist, squareform
 
-    check_int(n_sim, "n_sim", minimum=1)
     per_unit = unit_labels(design["method"].to_numpy(), design["paradigm"].to_numpy())
     unit_codes = pd.Index(per_unit.index).get_indexer(pd.Series(design["method"].to_numpy()))
     _, paradigm_of_unit = _codes(per_unit.to_numpy())
@@ -490,32 +489,27 @@ def paradigm_power(
     # compute the pseudo-F of every partition directly (the numbers of nested_permanova, faster)
     assignments = enumerate_assignments(paradigm_of_unit, distinct=True) if exact else None
     keeps = [stratum_codes == s for s in range(int(stratum_codes.max()) + 1)] if stratify else [slice(None)]
-    rows = []
-    for effect in effects:
-        rejections = 0
-        for _ in range(n_sim):
-            x = _simulate_geometry(rng, paradigm_of_unit, unit_codes, stratum_codes, effect, seed_sd, method_sd,
-                                   backbone_sd, n_features)
-            if exact:
-                d2 = squareform(pdist(x, "sqeuclidean"))
-                total = np.zeros(len(assignments))
-                observed_f = 0.0
-                for keep in keeps:
-                    block, sizes = _unit_blocks(d2[np.ix_(keep, keep)] if not isinstance(keep, slice) else d2,
-                                                unit_codes[keep], len(paradigm_of_unit))
-                    total += pseudo_f(block, sizes, assignments, n_groups)[0]
-                    observed_f += pseudo_f(block, sizes, paradigm_of_unit[None, :], n_groups)[0][0]
-                p_value = exact_pvalue(observed_f, total)
-            else:
-                p_value = nested_permanova(squareform(pdist(x)), design["paradigm"].to_numpy(),
-                                           design["method"].to_numpy(), strata=strata, max_enumerate=max_enumerate,
-                                           n_permutations=n_permutations, seed=int(rng.integers(2**32))).p_value
-            rejections += p_value <= alpha
-        low, high = proportion_confint(rejections, n_sim, alpha=0.05, method="wilson")
-        rows.append({"effect": float(effect), "power": rejections / n_sim, "low": low, "high": high})
-    curve = pd.DataFrame(rows)
-    powered = curve.loc[curve["power"] >= target_power, "effect"]
-    return curve, float(powered.min()) if len(powered) else float("nan")
+
+    def rejects(effect: float) -> bool:
+        x = _simulate_geometry(rng, paradigm_of_unit, unit_codes, stratum_codes, effect, seed_sd, method_sd,
+                               backbone_sd, n_features)
+        if exact:
+            d2 = squareform(pdist(x, "sqeuclidean"))
+            total = np.zeros(len(assignments))
+            observed_f = 0.0
+            for keep in keeps:
+                block, sizes = _unit_blocks(d2[np.ix_(keep, keep)] if not isinstance(keep, slice) else d2,
+                                            unit_codes[keep], len(paradigm_of_unit))
+                total += pseudo_f(block, sizes, assignments, n_groups)[0]
+                observed_f += pseudo_f(block, sizes, paradigm_of_unit[None, :], n_groups)[0][0]
+            p_value = exact_pvalue(observed_f, total)
+        else:
+            p_value = nested_permanova(squareform(pdist(x)), design["paradigm"].to_numpy(),
+                                       design["method"].to_numpy(), strata=strata, max_enumerate=max_enumerate,
+                                       n_permutations=n_permutations, seed=int(rng.integers(2**32))).p_value
+        return p_value <= alpha
+
+    return power_curve(effects, rejects, n_sim, target_power=target_power)
 
 
 def simulation_settings(vectors: pd.DataFrame, methods: Sequence[Hashable]) -> dict[str, float]:
@@ -535,20 +529,17 @@ def simulation_settings(vectors: pd.DataFrame, methods: Sequence[Hashable]) -> d
         ``seed_sd`` and ``method_sd``: medians over features of the within-method (seed-to-seed)
         and between-method standard deviations (:func:`sslgeom.stats.variance_components`);
         ``n_features``: the effective number of independent features, the participation ratio
-        ``(sum lambda)^2 / sum lambda^2`` of the eigenvalues of the features' correlation matrix
-        (rounded, at least 1), since :func:`paradigm_power` simulates independent features and
+        of the features' correlation matrix (:func:`sslgeom.stats.participation_ratio`; rounded,
+        at least 1), since :func:`paradigm_power` simulates independent features and
         correlated features carry less independent evidence.
     """
-    from .stats import variance_components
-
     values = vectors.to_numpy(dtype=np.float64)
     keep = values.std(axis=0) > 1e-12
     values = values[:, keep]
     if values.shape[1] == 0:
         raise ValueError("every feature is constant across these models.")
     between, within = variance_components(values, np.asarray(methods))
-    eigenvalues = np.clip(np.linalg.eigvalsh(np.corrcoef(values, rowvar=False)), 0, None)
-    ratio = eigenvalues.sum() ** 2 / np.sum(eigenvalues**2)
+    ratio = participation_ratio(values)
     return {"seed_sd": float(np.median(within)), "method_sd": float(np.median(between)),
             "n_features": int(max(1, round(ratio)))}
 

@@ -1,8 +1,9 @@
 """Registry and loading of published ResNet-50 checkpoints (Ericsson et al., CVPR 2021, and later).
 
 Nothing here is downloaded unless asked: :func:`load_published` looks for the file in
-``$SSLGEOM_CHECKPOINTS`` and then in ``<cache>/published/``; if it is absent the error says
-where to put it and where it comes from. :func:`download` fetches a URL into the cache (the only
+``$SSLGEOM_CHECKPOINTS`` (one folder, or several separated by ``os.pathsep``, ``:`` on Linux) and
+then in ``<cache>/published/``; if it is absent the error says where to put it and where it comes
+from. :func:`download` fetches a URL into the cache (the only
 function that touches the network).
 
 Loading a release means: read the file, take the nested dict (``state_dict``, ``model``, ...),
@@ -10,6 +11,11 @@ keep the keys under the release's prefix and strip it, drop projection/classifie
 ``load_state_dict(strict=True)`` into a torchvision ResNet-50 whose ``fc`` is removed, so every
 backbone returns the 2048-d pooled features. :func:`remap_state_dict` does the middle steps in
 one place.
+
+Input size: every published (and user-registry) model resizes its input to its own side, 224
+pixels for the ResNet-50 releases. ``$SSLGEOM_INPUT_SIZE`` (see :func:`input_size`) runs them all
+at another side instead, e.g. 64 for a CPU-sized run; the embedding cache keys include the
+preprocessing, so features at different sizes never mix.
 
 The facts in :data:`REGISTRY` (sources, prefixes, nesting) follow the releases' own README files
 and the preparation script of Ericsson et al. (github.com/linusericsson/ssl-transfer). Releases
@@ -35,6 +41,12 @@ from sslgeom.cache import atomic_write, cache_dir, cache_root, file_sha256
 from sslgeom.checkpoints import CheckpointError, LoadedModel, freeze, load_state_strict, read_checkpoint, verify_sha256
 
 CHECKPOINTS_ENV = "SSLGEOM_CHECKPOINTS"
+#: environment variable overriding the input side of every published and user-registry model
+INPUT_SIZE_ENV = "SSLGEOM_INPUT_SIZE"
+#: the input side of the published ResNet-50 releases
+DEFAULT_INPUT_SIZE = 224
+#: smallest input side accepted (a ResNet-50 downsamples by 32)
+MIN_INPUT_SIZE = 16
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -198,12 +210,29 @@ def get_spec(key: str) -> PublishedSpec:
 
 
 def search_dirs() -> list[Path]:
-    """Where checkpoints are looked for: ``$SSLGEOM_CHECKPOINTS`` (if set), then ``<cache>/published``."""
-    dirs = []
-    if os.environ.get(CHECKPOINTS_ENV):
-        dirs.append(Path(os.environ[CHECKPOINTS_ENV]))
+    """Where checkpoints are looked for: the folders of ``$SSLGEOM_CHECKPOINTS`` (if set; several are
+    separated by ``os.pathsep``), then ``<cache>/published``."""
+    listed = os.environ.get(CHECKPOINTS_ENV, "")
+    dirs = [Path(part).expanduser() for part in listed.split(os.pathsep) if part]
     dirs.append(cache_root() / "published")  # looking never creates the cache
     return dirs
+
+
+def input_size(default: int = DEFAULT_INPUT_SIZE) -> int:
+    """The input side of external models: ``$SSLGEOM_INPUT_SIZE`` when set, else ``default``.
+
+    Raises
+    ------
+    ValueError
+        The variable is not an integer of at least :data:`MIN_INPUT_SIZE`.
+    """
+    value = os.environ.get(INPUT_SIZE_ENV, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < MIN_INPUT_SIZE:
+        raise ValueError(f"${INPUT_SIZE_ENV}={value!r} is not an input side in pixels: set it to an integer of at "
+                         f"least {MIN_INPUT_SIZE} (e.g. 64 for a CPU-sized run), or unset it to use each model's own.")
+    return int(value)
 
 
 def find_checkpoint(key: str) -> Path:
@@ -358,7 +387,7 @@ def load_published(
     *,
     path: str | Path | None = None,
     device: str | torch.device = "cpu",
-    image_size: int = 224,
+    image_size: int | None = None,
     backbone_factory: Callable[[], nn.Module] | None = None,
 ):
     """Load a published ResNet-50 backbone.
@@ -370,8 +399,9 @@ def load_published(
     path : str or Path or None
         Explicit file; default: :func:`find_checkpoint`.
     device : str or torch.device
-    image_size : int
-        Side the preprocessing resizes images to.
+    image_size : int or None
+        Side the preprocessing resizes images to; None: :func:`input_size` (224 unless
+        ``$SSLGEOM_INPUT_SIZE`` says otherwise).
     backbone_factory : callable or None
         Builds the empty backbone; default :func:`resnet50_backbone`. Tests pass a narrow network
         with the same key names.
@@ -389,6 +419,7 @@ def load_published(
         Hash mismatch; unreadable file; key layout mismatch (missing and unexpected keys listed).
     """
     spec = get_spec(key)
+    image_size = input_size() if image_size is None else image_size
     path = Path(path) if path is not None else find_checkpoint(key)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; source of published/{key}: {spec.url}")

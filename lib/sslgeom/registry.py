@@ -16,6 +16,7 @@ run on it. The file::
         drop: [fc.]                        # optional (default []): key prefixes (after stripping) to drop
         sha256: 0123...cdef                # optional: 64 hex digits, verified before the file is read
         image_size: 224                    # optional (default 224): side images are resized to
+                                           # ($SSLGEOM_INPUT_SIZE overrides it for every model)
         normalize: imagenet                # optional: imagenet (default), none, or {mean: [r, g, b], std: [r, g, b]}
 
 Parsing is strict: an unknown field, a missing one, a wrong type, an unknown architecture (checked
@@ -538,7 +539,7 @@ def load_user(name: str, device: str | torch.device = "cpu") -> LoadedModel:
         Backbone (eval mode, frozen) returning ``(batch, dim)`` features; ``preprocess`` maps uint8
         ``(batch, C, H, W)`` images to the entry's input; ``info`` has ``name`` (``user/<name>``),
         ``method``, ``paradigm``, ``backbone`` (the architecture), ``sha256`` (the file's), ``file``,
-        ``registry``, ``image_size``, ``mean``, ``std``.
+        ``registry``, ``image_size`` (the entry's, or ``$SSLGEOM_INPUT_SIZE``), ``mean``, ``std``.
 
     Raises
     ------
@@ -571,11 +572,12 @@ def load_user(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     except CheckpointError as error:
         raise CheckpointError(str(error) + _layout(raw, entry)) from error
     freeze(backbone, device)
+    size = published.input_size(default=entry.image_size)  # $SSLGEOM_INPUT_SIZE overrides the entry
     info = {
         "name": entry.model_name, "method": entry.method, "paradigm": entry.paradigm,
         "backbone": entry.architecture, "sha256": published.file_hash(path), "file": str(path),
-        "registry": str(entry.registry), "image_size": entry.image_size,
+        "registry": str(entry.registry), "image_size": size,
         "mean": entry.mean, "std": entry.std,
     }
-    preprocess = partial(user_preprocess, size=entry.image_size, mean=entry.mean, std=entry.std)
+    preprocess = partial(user_preprocess, size=size, mean=entry.mean, std=entry.std)
     return LoadedModel(backbone=backbone, preprocess=preprocess, info=info)

@@ -2,9 +2,11 @@
 
 - p-values: :func:`permutation_pvalue` (Monte Carlo), :func:`exact_pvalue` (complete enumeration);
 - multiplicity: :func:`bh`, :func:`permutations_needed`, :func:`format_pvalue`;
-- the verdict on a claim: :func:`verdict`;
+- the verdict on a claim: :func:`verdict`, beside the power of a simulated test,
+  :func:`power_curve`;
 - effect sizes and variance: :func:`partial_eta_squared` (statsmodels type II ANOVA),
-  :func:`variance_components`;
+  :func:`variance_components`, :func:`participation_ratio` (effective number of independent
+  columns);
 - reliability: :func:`icc`, :func:`split_half_reliability`, :func:`bootstrap_reliability`,
   :func:`noise_reliability` (from standard errors, e.g. :func:`binomial_standard_error`).
 """
@@ -12,10 +14,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from .validation import check_int
 
 __all__ = [
     "TIE_TOLERANCE",
@@ -28,8 +32,10 @@ __all__ = [
     "NOT_SUPPORTED",
     "CANNOT_TELL",
     "verdict",
+    "power_curve",
     "partial_eta_squared",
     "variance_components",
+    "participation_ratio",
     "ICC_KINDS",
     "icc",
     "split_half_reliability",
@@ -42,6 +48,18 @@ __all__ = [
 # against the observed value: a statistic recomputed on a relabelling that happens to equal the
 # observed one must not come out "smaller" by float round-off.
 TIE_TOLERANCE = 1e-12
+
+
+def _null_for_comparison(null) -> np.ndarray:
+    """Null statistics as float64 with NaN below everything; +-inf stay infinite (a pseudo-F with no
+    within-group spread is +inf and ties with the observed +inf)."""
+    return np.nan_to_num(np.asarray(null, dtype=np.float64), nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+
+
+def _tie_tolerance(observed: np.ndarray) -> np.ndarray:
+    """Relative tolerance of a tie with ``observed``; zero where it is infinite (inf - inf is NaN)."""
+    magnitude = np.abs(observed)
+    return np.where(np.isfinite(magnitude), TIE_TOLERANCE * np.maximum(1.0, magnitude), 0.0)
 
 
 def permutation_pvalue(observed, null) -> np.ndarray | float:
@@ -61,11 +79,10 @@ def permutation_pvalue(observed, null) -> np.ndarray | float:
         Never below ``1 / (1 + n_permutations)``, the floor of a permutation test.
     """
     observed_array = np.asarray(observed, dtype=np.float64)
-    null = np.nan_to_num(np.asarray(null, dtype=np.float64), nan=-np.inf)
+    null = _null_for_comparison(null)
     if null.ndim == 0 or len(null) == 0:
         raise ValueError("null must hold at least one permuted statistic (n_permutations >= 1).")
-    tolerance = TIE_TOLERANCE * np.maximum(1.0, np.abs(observed_array))
-    exceed = (null >= observed_array - tolerance).sum(axis=0)
+    exceed = (null >= observed_array - _tie_tolerance(observed_array)).sum(axis=0)
     p_value = (1.0 + exceed) / (1.0 + len(null))
     return float(p_value) if np.ndim(p_value) == 0 else p_value
 
@@ -88,11 +105,13 @@ def exact_pvalue(observed: float, null_all) -> float:
     null_all : array, shape (n_assignments,)
         The statistic on every assignment of the enumeration, the observed one included.
     """
-    null_all = np.nan_to_num(np.asarray(null_all, dtype=np.float64).reshape(-1), nan=-np.inf)
+    null_all = _null_for_comparison(null_all).reshape(-1)
     if len(null_all) == 0:
         raise ValueError("null_all must hold the statistic of every enumerated assignment (at least one).")
-    tolerance = TIE_TOLERANCE * max(1.0, abs(float(observed)))
-    count = int(np.sum(null_all >= observed - tolerance))
+    if np.isnan(observed):
+        raise ValueError("the observed statistic is NaN (undefined on the real labels, e.g. no within-group "
+                         "spread): the test cannot be computed on this design.")
+    count = int(np.sum(null_all >= observed - _tie_tolerance(np.float64(observed))))
     if count == 0:
         raise ValueError("the observed statistic exceeds every enumerated one: the enumeration must include "
                          "the observed assignment.")
@@ -227,6 +246,57 @@ def verdict(
     return NOT_SUPPORTED if (powered or excluded) else CANNOT_TELL
 
 
+def power_curve(
+    effects: Sequence[float],
+    rejects: Callable[[float], bool],
+    n_sim: int,
+    *,
+    target_power: float = 0.8,
+    name: str = "effect",
+) -> tuple[pd.DataFrame, float]:
+    """Power of a simulated test at each effect of a grid, and the smallest effect it detects.
+
+    The power at an effect is the share of ``n_sim`` simulations in which the test rejects, with
+    its 95% Wilson interval (statsmodels ``proportion_confint``). Used by every power simulation
+    of the claims (:func:`sslgeom.permanova.paradigm_power`,
+    :func:`sslgeom.crossval.correlation_power`).
+
+    Parameters
+    ----------
+    effects : sequence of float
+        The grid of true effects, in the order simulated.
+    rejects : callable
+        ``rejects(effect)`` draws one data set with that effect, runs the test and says whether it
+        rejects at its level. It is called ``n_sim`` times per effect, effect by effect, so a
+        generator it draws from gives the same curve for the same seed.
+    n_sim : int
+        Simulations per effect.
+    target_power : float
+        The power that makes an effect detectable.
+    name : str
+        Name of the effect column (e.g. ``"rho"``).
+
+    Returns
+    -------
+    curve : pandas.DataFrame
+        One row per effect: ``name, power, low, high``.
+    minimal_effect : float
+        Smallest grid effect with power at least ``target_power`` (NaN if none): a grid value,
+        not interpolated, so on the safe side.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    n_sim = check_int(n_sim, "n_sim", minimum=1)
+    rows = []
+    for effect in effects:
+        rejections = sum(bool(rejects(effect)) for _ in range(n_sim))
+        low, high = proportion_confint(rejections, n_sim, alpha=0.05, method="wilson")
+        rows.append({name: float(effect), "power": rejections / n_sim, "low": low, "high": high})
+    curve = pd.DataFrame(rows)
+    powered = curve.loc[curve["power"] >= target_power, name]
+    return curve, float(powered.min()) if len(powered) else float("nan")
+
+
 # ---------------------------------------------------------------------------------------------
 # Effect sizes and reliability
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +375,31 @@ def variance_components(values, units) -> tuple[np.ndarray, np.ndarray]:
     ms_between = (sizes[:, None] * (means - values.mean(axis=0)) ** 2).sum(axis=0) / (a - 1)
     n0 = (n - np.sum(sizes**2) / n) / (a - 1)
     return np.sqrt(np.maximum(0.0, (ms_between - ms_within) / n0)), np.sqrt(ms_within)
+
+
+def participation_ratio(values) -> float:
+    """How many independent columns a set of correlated columns amounts to.
+
+    With ``lambda`` the eigenvalues of the columns' correlation matrix, ``(sum lambda)^2 / sum
+    lambda^2``: ``p`` for ``p`` uncorrelated columns, 1 for copies of one column.
+
+    Parameters
+    ----------
+    values : array, shape (n_rows, n_columns)
+        Every column non-constant (drop constant ones first: they have no correlation).
+
+    Returns
+    -------
+    float
+        Between 1 and ``n_columns``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError(f"values must be a 2-D array with at least one column; got shape {values.shape}.")
+    if values.shape[1] == 1:
+        return 1.0
+    eigenvalues = np.clip(np.linalg.eigvalsh(np.corrcoef(values, rowvar=False)), 0.0, None)
+    return float(eigenvalues.sum() ** 2 / np.sum(eigenvalues**2))
 
 
 #: Kinds of :func:`icc`.

@@ -52,15 +52,27 @@ def _embed(coords: np.ndarray, ambient_dim: int, seed: int, noise: float) -> np.
     return points
 
 
-def linear_subspace(
-    n_points: int,
-    intrinsic_dim: int,
-    ambient_dim: int = 64,
-    *,
-    scale: float = 1.0,
-    noise: float = 0.0,
-    seed: int = 0,
-) -> np.ndarray:
+def _coords(kind: str, n_points: int, intrinsic_dim: int, size: float, seed: int) -> np.ndarray:
+    """Coordinates of a manifold in its own span, before the rotation into the ambient space.
+
+    ``"flat"``: uniform in the cube of half side ``size`` (``intrinsic_dim`` coordinates);
+    ``"sphere"``: uniform on the sphere of radius ``size`` (``intrinsic_dim + 1``); ``"torus"``:
+    uniform on the flat torus whose circles have radius ``size`` (``2 * intrinsic_dim``, circle
+    ``m`` in coordinates ``(2m, 2m + 1)``).
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "flat":
+        return rng.uniform(-size, size, size=(n_points, intrinsic_dim))
+    if kind == "sphere":
+        directions = rng.standard_normal((n_points, intrinsic_dim + 1))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        return size * directions
+    angles = rng.uniform(0.0, 2.0 * np.pi, size=(n_points, intrinsic_dim))
+    return size * np.stack([np.cos(angles), np.sin(angles)], axis=-1).reshape(n_points, -1)
+
+
+def linear_subspace(n_points: int, intrinsic_dim: int, ambient_dim: int = 64, *, scale: float = 1.0,
+                    noise: float = 0.0, seed: int = 0) -> np.ndarray:
     """Points uniform in a ``intrinsic_dim``-dimensional cube of side ``2 * scale``, embedded flat.
 
     Parameters
@@ -77,9 +89,7 @@ def linear_subspace(
     np.ndarray, shape (n_points, ambient_dim)
     """
     _check_sizes(n_points, intrinsic_dim, ambient_dim)
-    rng = np.random.default_rng(seed)
-    coords = rng.uniform(-scale, scale, size=(n_points, intrinsic_dim))
-    return _embed(coords, ambient_dim, seed + 1, noise)
+    return _embed(_coords("flat", n_points, intrinsic_dim, scale, seed), ambient_dim, seed + 1, noise)
 
 
 def sphere(n_points: int, radius: float = 1.0, intrinsic_dim: int = 2, ambient_dim: int = 64, *,
@@ -96,10 +106,7 @@ def sphere(n_points: int, radius: float = 1.0, intrinsic_dim: int = 2, ambient_d
     _check_sizes(n_points, intrinsic_dim, ambient_dim, extra=1)
     if radius <= 0:
         raise ValueError(f"radius must be positive, got {radius}.")
-    rng = np.random.default_rng(seed)
-    directions = rng.standard_normal((n_points, intrinsic_dim + 1))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    return _embed(radius * directions, ambient_dim, seed + 1, noise)
+    return _embed(_coords("sphere", n_points, intrinsic_dim, radius, seed), ambient_dim, seed + 1, noise)
 
 
 def circle(n_points: int, radius: float = 1.0, ambient_dim: int = 64, *, noise: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -107,16 +114,8 @@ def circle(n_points: int, radius: float = 1.0, ambient_dim: int = 64, *, noise: 
     return sphere(n_points, radius, 1, ambient_dim, noise=noise, seed=seed)
 
 
-def swiss_roll(
-    n_points: int,
-    ambient_dim: int = 64,
-    *,
-    turns: float = 1.5,
-    width: float = 10.0,
-    noise: float = 0.0,
-    seed: int = 0,
-    return_coords: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def swiss_roll(n_points: int, ambient_dim: int = 64, *, turns: float = 1.5, width: float = 10.0, noise: float = 0.0,
+               seed: int = 0, return_coords: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Points on a Swiss roll: the spiral ``t (cos t, sin t)`` times a straight width.
 
     ``t`` runs over ``[1.5 pi, 1.5 pi + 2 pi turns]`` so the local radius of curvature (about
@@ -162,9 +161,8 @@ def torus(n_points: int, intrinsic_dim: int = 2, radius: float = 1.0, ambient_di
     n_points, intrinsic_dim, ambient_dim : int
     radius : float
         Radius of every circle.
-    noise : float
-        Standard deviation of isotropic Gaussian noise added in the ambient space.
-    seed : int
+    noise, seed
+        As in :func:`linear_subspace`.
 
     Returns
     -------
@@ -173,13 +171,7 @@ def torus(n_points: int, intrinsic_dim: int = 2, radius: float = 1.0, ambient_di
     _check_sizes(n_points, intrinsic_dim, ambient_dim, extra=intrinsic_dim)
     if radius <= 0:
         raise ValueError(f"radius must be positive, got {radius}.")
-    coords = _torus_coords(n_points, intrinsic_dim, radius, seed)
-    return _embed(coords, ambient_dim, seed + 1, noise)
-
-
-def _torus_coords(n_points: int, intrinsic_dim: int, radius: float, seed: int) -> np.ndarray:
-    angles = np.random.default_rng(seed).uniform(0.0, 2.0 * np.pi, size=(n_points, intrinsic_dim))
-    return radius * np.stack([np.cos(angles), np.sin(angles)], axis=-1).reshape(n_points, -1)
+    return _embed(_coords("torus", n_points, intrinsic_dim, radius, seed), ambient_dim, seed + 1, noise)
 
 
 #: Kinds of :func:`offset_manifold`, with the coordinates each needs beyond its dimension.
@@ -235,13 +227,5 @@ def offset_manifold(
         raise ValueError(f"offset must be a non-negative finite number, got {offset!r}.")
     extra = {"flat": 0, "sphere": 1, "torus": intrinsic_dim}[kind]
     _check_sizes(n_points, intrinsic_dim, ambient_dim, extra=extra + 1)
-    rng = np.random.default_rng(seed)
-    if kind == "flat":
-        coords = rng.uniform(-size, size, size=(n_points, intrinsic_dim))
-    elif kind == "sphere":
-        directions = rng.standard_normal((n_points, intrinsic_dim + 1))
-        coords = size * directions / np.linalg.norm(directions, axis=1, keepdims=True)
-    else:
-        coords = _torus_coords(n_points, intrinsic_dim, size, seed)
-    coords = np.column_stack([coords, np.full(n_points, float(offset))])
+    coords = np.column_stack([_coords(kind, n_points, intrinsic_dim, size, seed), np.full(n_points, float(offset))])
     return _embed(coords, ambient_dim, seed + 1, noise)

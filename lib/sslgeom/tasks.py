@@ -1,22 +1,31 @@
 """The target tasks of the transfer chapter, and the image corruptions of the shifted-domain task.
 
 :func:`build_tasks` makes :class:`sslgeom.data.Task` objects (train/val/test images and labels) from
-Fashion-MNIST in domain, a corrupted Fashion-MNIST (:func:`corrupt_images`), scikit-learn digits and
-texture patches. :mod:`sslgeom.transfer` measures models on them.
+Fashion-MNIST in domain, a corrupted Fashion-MNIST (:func:`corrupt_images`), scikit-learn digits,
+texture patches, and the images of an image folder (the in-domain task of a run on your own images,
+:mod:`sslgeom.sources`). :mod:`sslgeom.transfer` measures models on them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .validation import check_labels, check_names
 
-__all__ = ["TASK_NAMES", "CORRUPTIONS", "corrupt_images", "build_tasks"]
+if TYPE_CHECKING:
+    from .data import Task
+    from .sources import SourceImages
 
-#: The tasks :func:`build_tasks` knows, from close to far from the training domain.
-TASK_NAMES: tuple[str, ...] = ("fashion", "fashion_corrupted", "digits", "textures")
+__all__ = ["TASK_NAMES", "DEFAULT_DATA_TASKS", "CORRUPTIONS", "corrupt_images", "build_tasks"]
+
+#: The tasks of the default data, from close to far from the default zoo's training domain.
+DEFAULT_DATA_TASKS: tuple[str, ...] = ("fashion", "fashion_corrupted", "digits", "textures")
+#: Every task :func:`build_tasks` knows: the default data's, then the pool of the active image folder
+#: (last, so that the other tasks keep their seeds).
+TASK_NAMES: tuple[str, ...] = (*DEFAULT_DATA_TASKS, "image_folder")
 #: Corruptions of the ``fashion_corrupted`` task, in the order of the indices :func:`corrupt_images` returns.
 CORRUPTIONS: tuple[str, ...] = ("noise", "blur", "contrast")
 
@@ -92,13 +101,33 @@ def _split_per_class(
     return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
 
 
-def _build_task(name: str, sizes: tuple[int | None, int | None, int | None], seed: int):
+def _folder_task(pool: SourceImages, sizes: tuple[int | None, int | None, int | None],
+                 rng: np.random.Generator) -> Task:
+    """The in-domain task of an image folder's pool: split 50/20/30 per class, in greyscale.
+
+    Greyscale (ITU-R 601 luma) because :mod:`sslgeom.transfer` measures tasks of ``(n, H, W)`` images.
+    """
+    from . import data, sources
+
+    if pool.is_default:
+        raise ValueError("The image_folder task needs an image folder, but the active images are the default data: "
+                         "set the chapter parameter image_folder (sslgeom.sources.activate), or drop the task.")
+    images = sources.greyscale(pool.images)
+    split = _split_per_class(pool.labels, (0.5, 0.2), rng)
+    parts = [_subsample(images[idx], pool.labels[idx], n, rng) for idx, n in zip(split, sizes)]
+    return data.Task(name="image_folder", classes=tuple(pool.classes), train=parts[0], val=parts[1], test=parts[2])
+
+
+def _build_task(name: str, sizes: tuple[int | None, int | None, int | None], seed: int,
+                pool: SourceImages | None = None) -> Task:
     """One task of :func:`build_tasks`; ``sizes`` caps the train, val and test splits."""
-    from . import data
+    from . import data, sources
 
     n_train, n_val, n_test = sizes
     # one generator per task, so a task's images do not depend on which other tasks are built
     rng = np.random.default_rng([seed, TASK_NAMES.index(name)])
+    if name == "image_folder":
+        return _folder_task(sources.active_images() if pool is None else pool, sizes, rng)
     if name == "fashion":
         images, labels = data.load_fashion_mnist("train")
         order = rng.permutation(len(labels))
@@ -120,12 +149,13 @@ def _build_task(name: str, sizes: tuple[int | None, int | None, int | None], see
 
 
 def build_tasks(
-    names: Sequence[str] = TASK_NAMES,
+    names: Sequence[str] = DEFAULT_DATA_TASKS,
     n_train: int | None = 2000,
     n_val: int | None = 1000,
     n_test: int | None = 2000,
     seed: int = 0,
-) -> dict:
+    pool: SourceImages | None = None,
+) -> dict[str, Task]:
     """Build the target tasks as :class:`sslgeom.data.Task` objects.
 
     * ``fashion`` (in domain): train and val drawn from disjoint parts of the Fashion-MNIST train
@@ -134,6 +164,9 @@ def build_tasks(
       by noise, blur or low contrast (:func:`corrupt_images`), split 50/20/30 per class.
     * ``digits`` and ``textures`` (out of domain): :func:`sslgeom.data.load_digits_task` and
       :func:`sslgeom.data.load_textures_task`.
+    * ``image_folder`` (in the domain of a run on an image folder): the pool of
+      :func:`sslgeom.sources.active_images` (or ``pool``), split 50/20/30 per class, converted to
+      greyscale because the transfer measurement takes ``(n, H, W)`` images.
 
     Every split is subsampled (class-stratified) to at most ``n_train``/``n_val``/``n_test``
     images; ``None`` keeps the whole split.
@@ -147,16 +180,19 @@ def build_tasks(
     seed : int
         Seeds the splits, the subsampling and the corruptions; a task's images do not depend on
         which other tasks are built.
+    pool : sslgeom.sources.SourceImages or None
+        The images of the ``image_folder`` task; None: the active ones.
 
     Returns
     -------
     dict of str to Task
-        Each split is ``(images uint8 (n, 28, 28), labels int64 (n,))``.
+        Each split is ``(images uint8 (n, H, W), labels int64 (n,))``: 28x28 for the default tasks,
+        the pool's side for ``image_folder``.
     """
     check_names(names, TASK_NAMES, "transfer tasks")
     tasks = {}
     for name in names:
-        task = _build_task(name, (n_train, n_val, n_test), seed)
+        task = _build_task(name, (n_train, n_val, n_test), seed, pool)
         for split_name in ("train", "val", "test"):
             labels = getattr(task, split_name)[1]
             check_labels(labels, len(labels), f"task {name!r} {split_name} labels", min_classes=2)

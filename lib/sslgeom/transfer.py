@@ -11,7 +11,7 @@ for every checkpoint. Predicting these measurements is :mod:`sslgeom.prediction`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,46 +114,19 @@ def _transfer_entry(model_name: str, task_name: str, task, protocol: TransferPro
     return cache.entry_path("transfer", cache.content_key(key), cache.TABLE_SUFFIX)
 
 
-def _run_protocols(
-    jobs: Sequence[tuple[str, str]],
-    tasks: Mapping,
-    protocol: TransferProtocol,
-    device: str,
-    n_jobs: int,
-    on_done: Callable[[tuple[str, str], pd.DataFrame], None],
-) -> None:
-    """Measure every (model, task) job: embed here, run the protocols in ``n_jobs`` worker threads.
-
-    ``on_done(job, table)`` receives each result as it finishes (in any order). BLAS is held to one
-    thread for the whole pool: every worker's own limit (in :func:`linear_probe`) then enters and
-    restores the same value, whatever the order in which the workers finish.
-    """
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    from threadpoolctl import threadpool_limits
-
+def _measure_model(
+    model_name: str, task_names: Sequence[str], tasks: Mapping, protocol: TransferProtocol, device: str
+) -> dict[str, pd.DataFrame]:
+    """Protocol rows of one model on each of ``task_names``: the model is loaded once for them all."""
     from . import embed
 
-    loaded = {}
-
-    def splits(job):
-        model_name, task = job[0], tasks[job[1]]
-        if model_name not in loaded:  # jobs come grouped by model: keep only the current one
-            loaded.clear()
-            loaded[model_name] = embed.resolve_model(model_name, device)
-        model = loaded[model_name]
-        return [(_features(model, images, device), labels) for images, labels in (task.train, task.val, task.test)]
-
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        pending = {}
-        for job in jobs:  # embed the next job here while the workers measure earlier ones
-            pending[pool.submit(_transfer_scores, *splits(job), protocol)] = job
-            # at most one job waits for a worker: bounds the features held in memory
-            done, _ = wait(pending, timeout=None if len(pending) > n_jobs else 0, return_when=FIRST_COMPLETED)
-            for future in done:
-                on_done(pending.pop(future), future.result())
-        for future in list(pending):
-            on_done(pending.pop(future), future.result())
+    model = embed.resolve_model(model_name, device)
+    measured = {}
+    for task_name in task_names:
+        task = tasks[task_name]
+        splits = [(_features(model, images, device), labels) for images, labels in (task.train, task.val, task.test)]
+        measured[task_name] = _transfer_scores(*splits, protocol)
+    return measured
 
 
 def measure_transfer(
@@ -162,14 +135,14 @@ def measure_transfer(
     protocol: TransferProtocol = TransferProtocol(),
     *,
     device: str = "cpu",
-    n_jobs: int = 2,
+    n_jobs: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Linear-probe and few-shot transfer of every model on every task, cached per (model, task).
 
-    Features are computed (or read from the feature cache) in the calling thread; the protocols of
-    the (model, task) pairs missing from the transfer cache run in ``n_jobs`` worker threads. The
-    numbers do not depend on ``n_jobs``.
+    The models with (model, task) pairs missing from the transfer cache are measured in ``n_jobs``
+    worker threads, one model per thread (embedding, probe and episodes on one core each; see
+    :func:`sslgeom.threads.map_in_threads`). The numbers do not depend on ``n_jobs``.
 
     Parameters
     ----------
@@ -181,10 +154,10 @@ def measure_transfer(
         The probe's grid and the few-shot episodes (drawn from each task's test split).
     device : str
         Where the models embed the images.
-    n_jobs : int
-        Worker threads for the protocols (the calling thread embeds the next pair meanwhile).
+    n_jobs : int or None
+        Models measured at once (``None``: one per core).
     progress : bool
-        Show a tqdm bar over (model, task) pairs.
+        Show a tqdm bar over the models to measure.
 
     Returns
     -------
@@ -192,27 +165,33 @@ def measure_transfer(
         Tidy table with columns ``model, task, protocol, score, ci_low, ci_high`` where protocol is
         ``"linear"`` or ``"{n_way}way{shot}shot"``; scores are accuracies in [0, 1].
     """
-    from tqdm.auto import tqdm
+    from threadpoolctl import threadpool_limits
 
     from . import cache, zoo
+    from .threads import map_in_threads, resolve_jobs
 
     zoo.check_model_names(model_names if isinstance(model_names, str) else list(model_names))
-    check_int(n_jobs, "n_jobs (worker threads)", minimum=1)
+    n_jobs = resolve_jobs(n_jobs, "n_jobs (worker threads)")
     if not isinstance(protocol, TransferProtocol):
         raise TypeError(f"protocol must be a TransferProtocol, e.g. TransferProtocol(c_grid=(0.1, 1.0)); "
                         f"got {type(protocol).__name__}.")
     jobs = [(m, t) for m in model_names for t in tasks]
     paths = {(m, t): _transfer_entry(m, t, tasks[t], protocol) for m, t in jobs}
     tables = {job: cache.read_entry(paths[job]) for job in jobs}
-    missing = [job for job in jobs if tables[job] is None]
-    with tqdm(total=len(jobs), initial=len(jobs) - len(missing), desc="transfer", disable=not progress) as bar:
+    missing: dict[str, list[str]] = {}
+    for m, t in jobs:
+        if tables[(m, t)] is None:
+            missing.setdefault(m, []).append(t)
 
-        def store(job, table):
-            cache.save_table(paths[job], table)
-            tables[job] = table
-            bar.update()
+    def measure(model_name: str) -> None:
+        for task_name, table in _measure_model(model_name, missing[model_name], tasks, protocol, device).items():
+            cache.save_table(paths[(model_name, task_name)], table)
+            tables[(model_name, task_name)] = table
 
-        _run_protocols(missing, tasks, protocol, device, n_jobs, store)
+    # BLAS on one thread for the whole pool: each probe's own limit (in linear_probe) then enters
+    # and restores the same value, whatever the order in which the workers finish
+    with threadpool_limits(limits=1, user_api="blas"):
+        map_in_threads(measure, list(missing), n_jobs, desc="transfer", progress=progress)
     rows = [tables[(m, t)].assign(model=m, task=t) for m, t in jobs]
     result = pd.concat(rows, ignore_index=True)
     return result[["model", "task", "protocol", "score", "ci_low", "ci_high"]]
@@ -279,38 +258,43 @@ def spectrum_baselines(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    n_jobs: int | None = None,
 ) -> pd.DataFrame:
     """RankMe and alpha-ReQ of every model on ``n_spectrum`` Fashion-MNIST test images (no labels).
 
     The label-free part of :func:`baseline_table` without its kNN memory (a model's features of
-    ``n_spectrum`` images only), cached per model.
+    ``n_spectrum`` images only), cached per model; models missing from the cache are computed
+    ``n_jobs`` at a time (``None``: one per core; the numbers do not depend on it).
 
     Returns
     -------
     pandas.DataFrame
         Index: model names; columns ``rankme, alpha_req``.
     """
-    from tqdm.auto import tqdm
+    from threadpoolctl import threadpool_limits
 
     from . import baselines, cache, data, embed, zoo
+    from .threads import map_in_threads
 
-    zoo.check_model_names(model_names if isinstance(model_names, str) else list(model_names))
+    model_names = zoo.check_model_names(model_names if isinstance(model_names, str) else list(model_names))
     check_int(n_spectrum, "n_spectrum", minimum=10)
     test_images, _ = data.load_fashion_mnist("test")
     images = test_images[np.random.default_rng(seed).choice(len(test_images), size=min(n_spectrum, len(test_images)),
                                                             replace=False)]
-    rows = {}
-    for model_name in tqdm(model_names, desc="spectra", disable=not progress):
-        key = ["spectrum-v1", zoo.checkpoint_hash(model_name), images]
 
-        def compute(model_name=model_name):
+    def one_model(model_name: str) -> dict[str, float]:
+        def compute():
             features = _features(embed.resolve_model(model_name, device), images, device)
             return {"rankme": np.float64(baselines.rankme(features)),
                     "alpha_req": np.float64(baselines.alpha_req(features))}
 
+        key = ["spectrum-v1", zoo.checkpoint_hash(model_name), images]
         values = cache.cached_arrays("baselines", key, compute, required=("rankme", "alpha_req"))
-        rows[model_name] = {name: float(value) for name, value in values.items()}
-    return pd.DataFrame.from_dict(rows, orient="index")[["rankme", "alpha_req"]]
+        return {name: float(value) for name, value in values.items()}
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        rows = map_in_threads(one_model, list(model_names), n_jobs, desc="spectra", progress=progress)
+    return pd.DataFrame(rows, index=pd.Index(list(model_names)))[["rankme", "alpha_req"]]
 
 
 def source_scores(model_names: Sequence[str]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "check_features",
+    "check_graph_features",
     "check_feature_tensor",
     "check_labels",
     "check_images",
@@ -79,6 +80,30 @@ def check_features(
             "or the feature cache (delete the stale cache entry and recompute)."
         )
     return array
+
+
+def check_graph_features(features: Any, n_points: int, name: str = "features") -> np.ndarray:
+    """Validate the features a graph was built from: :func:`check_features`, one row per node.
+
+    Parameters
+    ----------
+    features : array-like, shape (n_points, dim)
+    n_points : int
+        Nodes of the graph (e.g. ``NNKResult.n_points``).
+    name : str
+        Used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_points, dim), float64
+    """
+    points = check_features(features, name)
+    if points.shape[0] != n_points:
+        raise ValueError(
+            f"{name} must have {n_points} rows to match the graph, got shape {points.shape}; pass the "
+            "features the NNK result was built from."
+        )
+    return points
 
 
 def check_labels(labels: Any, n_rows: int, name: str = "labels", min_classes: int = 2) -> np.ndarray:
