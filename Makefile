@@ -10,7 +10,7 @@ NB ?=
 setup:
 	@bash scripts/setup.sh
 
-## Execute every chapter with papermill (params/default.yaml), then build the HTML book.
+## Execute every chapter with papermill (params/default.yaml; chapters 01 and 03 in a second lane), then build the HTML book.
 book: setup notebooks html
 
 notebooks:
