@@ -14,6 +14,7 @@ exactly what papermill ran.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import subprocess
@@ -70,11 +71,16 @@ def build(chapters_dir: Path, output_dir: Path) -> int:
     in_place = chapters_dir.resolve() == (REPO / "chapters").resolve()
     source_root = REPO if in_place else stage_sources(chapters_dir, output_dir / "src")
     html_dir = output_dir / "html"
-    if html_dir.exists():
-        shutil.rmtree(html_dir)  # stale pages from removed chapters must not survive
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
     # --path-output P writes to P/_build/html; point P at the parent of output_dir.
     path_output = output_dir.parent if output_dir.name == "_build" else None
+    pages = pages_fingerprint(source_root)
+    stamp = html_dir / ".pages.sha256"
+    same_pages = path_output is not None and stamp.exists() and stamp.read_text() == pages
+    if html_dir.exists() and not same_pages:
+        # stale pages from removed chapters must not survive; with the same pages, Sphinx's
+        # incremental build keeps a rebuild of an unchanged book to a few seconds
+        shutil.rmtree(html_dir)
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
     command = [str(jupyter_book), "build", str(source_root), "--builder", "html", "-W", "--keep-going", "-q"]
     if path_output is not None:
         command += ["--path-output", str(path_output)]
@@ -88,8 +94,17 @@ def build(chapters_dir: Path, output_dir: Path) -> int:
     if path_output is None:  # move <out>/_build/html to <output_dir>/html
         shutil.move(str(output_dir / "out" / "_build" / "html"), str(html_dir))
         shutil.rmtree(output_dir / "out")
+    stamp.write_text(pages)
     print(f"[build_book] built {html_dir / 'index.html'}")
     return 0
+
+
+def pages_fingerprint(source_root: Path) -> str:
+    """SHA-256 of the table of contents and the list of page files: what decides which pages exist."""
+    toc = (source_root / "_toc.yml").read_bytes()
+    files = sorted(str(path.relative_to(source_root)) for folder in ("book", "chapters") if (source_root / folder).exists()
+                   for path in (source_root / folder).rglob("*") if path.suffix in (".md", ".ipynb"))
+    return hashlib.sha256(toc + "\n".join(files).encode()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
