@@ -1078,8 +1078,9 @@ plt.close(fig)
 # clouds (the `default` profile). The sections above show that diameters and raw angles *must* change with the sampling
 # density; the question for the later chapters is which summaries settle at their sizes, and
 # whether the *order of models*, which is what chapters 04 and 05 compare, is settled even where the
-# values are not. We subsample the class manifolds of a few zoo models to 25-400 points per class and
-# truncate the composition clouds to 4-64 views per base image, on real features. Library:
+# values are not. We subsample the class manifolds of a few zoo models to {glue:text}`conv_size_range`
+# points per class and truncate the composition clouds to {glue:text}`conv_view_range` views per base
+# image, on real features. Library:
 # {py:func}`~sslgeom.convergence.size_convergence`, {py:func}`~sslgeom.convergence.stability_table`,
 # {py:func}`~sslgeom.convergence.rank_agreement`.
 
@@ -1142,6 +1143,8 @@ if convergence_models:
     glue("conv_tolerance", f"{100 * convergence_tolerance:.0f}", display=False)
     glue("conv_largest_sizes", f"{max(convergence_sizes)} points per class and {max(convergence_views)} views",
          display=False)
+    glue("conv_size_range", f"{min(convergence_sizes)}-{max(convergence_sizes)}", display=False)
+    glue("conv_view_range", f"{min(convergence_views)}-{max(convergence_views)}", display=False)
     sem_rank_min = ranks["semantic"][sem_default].min() if sem_default in ranks["semantic"] else np.nan
     view_rank_min = ranks["composition"][view_default].min() if view_default in ranks["composition"] else np.nan
     glue("conv_sem_rank_min", f"{sem_rank_min:.2f}", display=False)
@@ -1152,7 +1155,8 @@ if convergence_models:
          display=False)
 else:
     for key in ("conv_sem_default", "conv_view_default", "conv_sem_text", "conv_view_text", "conv_n_models",
-                "conv_tolerance", "conv_largest_sizes", "conv_sem_rank_min", "conv_view_rank_min", "conv_view_verdict"):
+                "conv_tolerance", "conv_largest_sizes", "conv_size_range", "conv_view_range", "conv_sem_rank_min",
+                "conv_view_rank_min", "conv_view_verdict"):
         glue(key, "(skipped: convergence_models is empty)", display=False)
     fig, axis = plt.subplots(figsize=(3, 1))
     axis.axis("off")
@@ -1166,9 +1170,10 @@ else:
 #
 # Mean of each metric over the nodes against the manifold's size, on real features of
 # {glue:text}`conv_n_models` zoo models (one line per model, coloured by paradigm; log-2 horizontal
-# axis). Top: class manifolds with 25 to 400 points per class. Bottom: composition clouds with 4 to
-# 64 views per base image. A line that flattens has settled; lines that keep their order, even while
-# they all rise or fall, still compare the models correctly; lines that cross do not.
+# axis). Top: class manifolds with {glue:text}`conv_size_range` points per class. Bottom: composition
+# clouds with {glue:text}`conv_view_range` views per base image. A line that flattens has settled;
+# lines that keep their order, even while they all rise or fall, still compare the models correctly;
+# lines that cross do not.
 # ```
 #
 # A summary counts as *settled* from the size after which it stays within

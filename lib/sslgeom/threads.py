@@ -91,8 +91,9 @@ def map_in_threads(
     With more than one worker, torch and numba run one thread per worker during the call (their
     previous settings are restored after it), so the cores are shared by the workers and not
     oversubscribed. Limit BLAS threads around the call if ``function`` uses BLAS
-    (``threadpoolctl.threadpool_limits``). The first exception raised by a call is raised here,
-    after the calls already running have finished; calls not yet started are cancelled.
+    (``threadpoolctl.threadpool_limits``). When a call fails, the calls not yet started are
+    cancelled, the running ones finish, and the error of the first failed item (in input order)
+    is raised here.
 
     Parameters
     ----------
