@@ -11,6 +11,10 @@ memory, ``ru_maxrss``, is its own; it includes the features themselves), on the 
 - ``authors``: the NNK authors' route as they describe it, written here from that description:
   faiss exact search, then one non-negative QP per node in a Python loop with a generic solver
   (``K_SS`` and ``K_Si`` with NumPy, ``scipy.optimize.nnls`` on the Cholesky form of the QP);
+- ``interleaved``: ``faiss``, ``knn`` and ``nnk`` again, alternated in one process for
+  ``--rounds`` rounds on the same data (the ratios of the medians): separate processes run
+  minutes apart, and on a shared machine their times drift by about 10% between runs, which is
+  as large as the differences measured;
 - ``ivf`` / ``hnsw``: ``nnk_graph(candidates="ivf" | "hnsw")``, the **approximate** candidate
   modes (per-node problems still solved exactly). After the timing, on a random sample of
   ``--sample`` nodes: the candidate recall against an exact faiss search of those nodes, and the
@@ -52,11 +56,13 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results" / "nnk.json"
 EXACT_TASKS = ("faiss", "knn", "knn-torch", "nnk", "authors")
 APPROXIMATE_TASKS = ("ivf", "hnsw")
-ALL_TASKS = EXACT_TASKS + APPROXIMATE_TASKS
+#: faiss, the kNN stage and the graph alternated in one process (see :func:`run_interleaved`)
+INTERLEAVED = "interleaved"
+ALL_TASKS = EXACT_TASKS + APPROXIMATE_TASKS + (INTERLEAVED,)
 #: Sizes past which a task is skipped unless asked for: an exact search of a million points is
 #: about an hour on two cores, and faiss's HNSW build is single-insertion bound.
 DEFAULT_LIMITS = {"faiss": 200_000, "knn": 200_000, "knn-torch": 200_000, "nnk": 200_000,
-                  "authors": 200_000, "ivf": None, "hnsw": 200_000}
+                  "authors": 200_000, "ivf": None, "hnsw": 200_000, INTERLEAVED: 200_000}
 MGM_COLUMNS = ("n_neighbors", "diameter", "error", "entropy")
 
 
@@ -227,7 +233,10 @@ def _warm_up(task: str, dim: int) -> None:
 
 def run_one(task: str, n_points: int, dim: int, k: int, n_sample: int,
             candidate_params: dict | None = None) -> dict:
-    """Time one task in this process and return its measurements."""
+    """Time one task in this process and return its measurements (``n_sample`` is the number of
+    rounds for the interleaved task)."""
+    if task == INTERLEAVED:
+        return run_interleaved(n_points, dim, k, n_sample)
     import faiss
     import numba
     import torch
@@ -270,6 +279,42 @@ def run_one(task: str, n_points: int, dim: int, k: int, n_sample: int,
         neighbors = result.neighbors
         del result
         record["quality"] = approximate_quality(features, neighbors, k, n_sample)
+    return record
+
+
+def run_interleaved(n_points: int, dim: int, k: int, rounds: int) -> dict:
+    """faiss ``IndexFlatIP`` search, ``nnk.knn`` and ``nnk.nnk_graph`` alternated ``rounds`` times
+    in this process on the same data; per-round seconds and the ratios of the medians."""
+    import faiss
+
+    from sslgeom import nnk
+
+    features = make_features(n_points, dim)
+    for task in ("knn", "nnk"):
+        _warm_up(task, dim)
+
+    def search() -> None:
+        index = faiss.IndexFlatIP(dim)
+        index.add(features)
+        index.search(features, k + 1)
+
+    steps = {"faiss": search, "knn": lambda: nnk.knn(features, k, metric="cosine"),
+             "nnk": lambda: nnk.nnk_graph(features, k, kernel="cosine", dtype="float32")}
+    record: dict = {"task": INTERLEAVED, "n": n_points, "dim": dim, "k": k, "rounds": rounds,
+                    "load_before": os.getloadavg(), "seconds_per_round": {name: [] for name in steps}}
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for name, step in steps.items():
+            began = time.perf_counter()
+            step()
+            record["seconds_per_round"][name].append(time.perf_counter() - began)
+    record["total_seconds"] = time.perf_counter() - start
+    medians = {name: float(np.median(times)) for name, times in record["seconds_per_round"].items()}
+    record["median_seconds"] = medians
+    record["knn_over_faiss"] = medians["knn"] / medians["faiss"]
+    record["nnk_over_faiss"] = medians["nnk"] / medians["faiss"]
+    record["load_after"] = os.getloadavg()
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return record
 
 
@@ -337,6 +382,14 @@ def print_table(rows: list[dict]) -> None:
                   f"{_cell(record, 'peak_rss_mb', '{:.0f}'):>8} {load:>10} "
                   f"{_cell(record, 'mean_neighbors', '{:.1f}'):>5} {recall:>7}")
     for row in rows:
+        record = row.get(INTERLEAVED)
+        if record and "failed" not in record:
+            medians = record["median_seconds"]
+            print(f"\n{row['n']} x {row['dim']} interleaved in one process, medians of {record['rounds']} rounds: "
+                  f"faiss {medians['faiss']:.2f} s, knn {medians['knn']:.2f} s "
+                  f"({record['knn_over_faiss']:.3f}x), nnk {medians['nnk']:.2f} s ({record['nnk_over_faiss']:.3f}x); "
+                  f"load {record['load_before'][0]:.1f}/{record['load_after'][0]:.1f}")
+    for row in rows:
         for task, record in row["tasks"].items():
             if "quality" not in record:
                 continue
@@ -368,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
                              "default sqrt(n) cells; {} for the library defaults)")
     parser.add_argument("--hnsw", type=json.loads, default={},
                         help="candidate_params of the hnsw task, JSON")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the interleaved task (faiss, knn, nnk alternated in one process)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -389,13 +444,21 @@ def main(argv: list[str] | None = None) -> None:
             limit = DEFAULT_LIMITS[task]
             if limit is not None and n_points > limit and not args.all_sizes:
                 continue
-            record = _in_subprocess(task, n_points, dim, args.k, args.sample,
+            record = _in_subprocess(task, n_points, dim, args.k,
+                                    args.rounds if task == INTERLEAVED else args.sample,
                                     {"ivf": args.ivf, "hnsw": args.hnsw})
-            row["tasks"][task] = record
-            print(f"  {n_points} x {dim} {task}: {_cell(record)} s, peak "
-                  f"{_cell(record, 'peak_rss_mb', '{:.0f}')} MB, load "
-                  f"{record.get('load_before', ['-'])[0]} -> {record['load_after'][0]}",
-                  flush=True)
+            if task == INTERLEAVED:
+                row[INTERLEAVED] = record
+                print(f"  {n_points} x {dim} interleaved ({args.rounds} rounds): "
+                      + (", ".join(f"{name} {np.round(times, 2).tolist()} s"
+                                   for name, times in record["seconds_per_round"].items())
+                         if "failed" not in record else "failed"), flush=True)
+            else:
+                row["tasks"][task] = record
+                print(f"  {n_points} x {dim} {task}: {_cell(record)} s, peak "
+                      f"{_cell(record, 'peak_rss_mb', '{:.0f}')} MB, load "
+                      f"{record.get('load_before', ['-'])[0]} -> {record['load_after'][0]}",
+                      flush=True)
             summarise_row(row)
             _write(args.out, rows, args)  # after every task: partial runs survive
     print_table(rows)

@@ -122,6 +122,7 @@ example_id = int(base_ids[example_index])
 example = test_images[example_id][None]
 glue("example_class", pool.classes[test_labels[example_id]], display=False)
 glue("example_id", example_id, display=False)
+glue("pool_description", pool.description, display=False)
 example_tensor = torch.from_numpy(np.ascontiguousarray(example))
 families = pool.families  # hue and saturation too for colour images
 strip_strengths = [augment.grid(family, strip_points) for family in families]
@@ -181,7 +182,7 @@ plt.close(fig)
 # $\{\bar f(x_i) : y_i = c\}$ (within-class).
 # ```
 #
-# The manifolds below use held-out Fashion-MNIST test images chosen by `seed`, stratified by class:
+# The manifolds below use {glue:text}`pool_description` chosen by `seed`, stratified by class:
 # {glue:text}`n_semantic` images for the semantic manifold and {glue:text}`n_base_text` base images
 # for the augmentation manifolds. Every (model, manifold) piece is cached on disk by content
 # (checkpoint hash, image ids, family, grid, seed), so rerunning the chapter reads features instead

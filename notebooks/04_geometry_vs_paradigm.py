@@ -20,8 +20,10 @@
 #
 # Two claims of the paper {cite}`cosentino2022geometry` are tested here. **Claim 1**: *the geometry
 # of SSL models is not tied to their training paradigm*. **Claim 3**: *MGMs expose each model's
-# invariance to specific augmentations*. Both are tested on the book's own zoo (small networks on
-# 28x28 Fashion-MNIST images), not on the paper's published ImageNet models.
+# invariance to specific augmentations*. The book's default run tests both on its own zoo (small
+# networks on 28x28 Fashion-MNIST images), not on the paper's published ImageNet models; the
+# parameters `image_folder` and `registry` rerun the chapter on other models and images (the page
+# *Your own models and images*).
 #
 # Library functions this chapter calls (see the API reference): {py:func}`~sslgeom.geometry.geometry_table`,
 # {py:func}`~sslgeom.paradigm.geometry_vectors`, {py:func}`~sslgeom.paradigm.model_distances`,

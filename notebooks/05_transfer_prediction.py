@@ -22,7 +22,9 @@
 #
 # The claim under test is the second of the paper {cite}`cosentino2022geometry`: *the transfer ability of
 # a model can be predicted from the geometry of its semantic and augmentation manifolds*. The paper
-# shows it on published ImageNet models; here we test it on the book's own Fashion-MNIST zoo.
+# shows it on published ImageNet models; the book's default run tests it on its own Fashion-MNIST
+# zoo, and the parameters `image_folder` and `registry` rerun the chapter on other models and images
+# (the page *Your own models and images*).
 #
 # Library functions this chapter calls (see the API reference): {py:func}`~sslgeom.tasks.build_tasks`,
 # {py:func}`~sslgeom.transfer.measure_transfer`, {py:func}`~sslgeom.transfer.spectrum_baselines`,
@@ -95,7 +97,7 @@ n_spectrum = 500  # test images (Fashion-MNIST, or the image_folder pool) for Ra
 budget_seeds = [0]  # seeds whose budget checkpoints get a measured transfer
 budget_tasks = ["digits"]
 # your own images and models (the same four parameters in chapters 02, 04 and 05; see "Published checkpoints");
-# with image_folder, the task "image_folder" is the folder's pool split 50/20/30 per class (in greyscale)
+# with image_folder, the task "image_folder" is the folder's pool split 50/20/30 per class (in colour)
 image_folder = None  # None: Fashion-MNIST; or a folder of class sub-folders, root/<class>/<image> (PNG, JPEG)
 registry = None  # a user registry YAML naming user/<name> checkpoints; None: $SSLGEOM_USER_REGISTRY if set
 input_size = None  # input side of published and user models and of the folder's images; None: each model's own
@@ -172,8 +174,10 @@ chapter_parameters = {name: globals()[name] for name in [
 # %% [markdown]
 # ## Target tasks
 #
-# Three tasks, none of them the training task itself (the source-domain probe and kNN accuracies of
-# every checkpoint are in the zoo's manifest and serve as a baseline here):
+# The default run measures three tasks, none of them the training task itself (the source-domain
+# probe and kNN accuracies of every checkpoint are in the zoo's manifest and serve as a baseline
+# here); a run on an image folder measures the task `image_folder`, the folder's colour images split
+# 50/20/30 per class:
 #
 # - **fashion_corrupted**: Fashion-MNIST test images, each hit by one of Gaussian noise, blur or low
 #   contrast (a shifted domain with the same classes);
@@ -356,18 +360,20 @@ glue("icc_text", icc_text, display=False)
 # manifolds. The baselines:
 #
 # - **RankMe** {cite}`garrido2023rankme`: the exponential of the entropy of the normalised singular
-#   values of the feature matrix of {glue:text}`n_spectrum` Fashion-MNIST test images, an effective
-#   rank (higher is better);
+#   values of the feature matrix of {glue:text}`n_spectrum` {glue:text}`pool_description`, an
+#   effective rank (higher is better);
 # - **alpha-ReQ** {cite}`agrawal2022alpha`: the decay exponent alpha of the covariance eigenspectrum,
 #   $\lambda_i \propto i^{-\alpha}$; alpha near 1 is the claimed optimum, so the descriptor is
 #   $|\alpha - 1|$ (smaller is better);
 # - **source kNN**: the cosine 20-nearest-neighbour accuracy on Fashion-MNIST recorded in the zoo's
 #   manifest (10,000 training images as memory, 5,000 test images), which uses source labels (higher
-#   is better);
+#   is better); in a run on an image folder, the same accuracy on the folder's pool (half of each
+#   class as memory, the other half as queries);
 # - **backbone label** (nuisance): 1 for the second backbone, 0 for the main one.
 
 # %% tags=["remove-stderr"]
 glue("n_spectrum", f"{n_spectrum:,}", display=False)
+glue("pool_description", pool.description, display=False)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # features undefined for some model are left out (reported in chapter 04)
     table = geometry.geometry_table(ssl_names, geometry_settings, device=device)

@@ -11,10 +11,11 @@ A failing notebook is reported with its name, the failing cell and the error; th
 notebooks still run (so one report lists every failure) and the script exits with status 1.
 
 Re-running is cheap: each record stores a fingerprint of everything the run depends on (the
-notebook source, its parameters, the ``sslgeom`` package sources, the zoo manifest and the
-package versions). When a chapter's executed notebook is present and its last run succeeded
-with the same fingerprint, it is not executed again (the notebooks are deterministic: same
-inputs, same outputs); ``--force`` executes every chapter regardless.
+notebook source, its parameters, the ``sslgeom`` package sources, the zoo manifest, the
+package versions, and the image folder, registry and checkpoints the parameters point at).
+When a chapter's executed notebook is present and its last run succeeded with the same
+fingerprint, it is not executed again (the notebooks are deterministic: same inputs, same
+outputs); ``--force`` executes every chapter regardless.
 
 Usage::
 
@@ -117,8 +118,12 @@ def input_fingerprint(source: Path, parameters: dict, repo: Path = REPO) -> str:
     """SHA-256 of everything an execution depends on besides the cache on disk.
 
     The notebook source, its parameters, every ``lib/sslgeom`` source file, the zoo manifest
-    (which holds each checkpoint's hash) and the package versions.
+    (which holds each checkpoint's hash), the package versions, and the identity of the files
+    outside the repository that the parameters point at (:func:`sslgeom.sources.input_identity`:
+    the image folder's listing, the registry and its checkpoints, ``$SSLGEOM_CHECKPOINTS``).
     """
+    from sslgeom.sources import input_identity
+
     digest = hashlib.sha256()
 
     def add(label: str, payload: bytes) -> None:
@@ -131,6 +136,8 @@ def input_fingerprint(source: Path, parameters: dict, repo: Path = REPO) -> str:
     manifest = zoo_manifest_path(repo)
     add("manifest", manifest.read_bytes() if manifest.exists() else b"")
     add("versions", json.dumps(package_versions(), sort_keys=True).encode())
+    external = input_identity(parameters.get("image_folder"), parameters.get("registry"))
+    add("external", json.dumps(external, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 

@@ -32,12 +32,24 @@ def test_settings_normalise_so_equal_choices_are_equal():
     ({"n_base": -1}, ValueError, "n_base must be at least 0"),
     ({"n_points": 1}, ValueError, "n_points must be at least 2"),
     ({"seed": True}, TypeError, "seed must be an integer"),
-    ({"families": ["hue"]}, ValueError, "unknown augmentation families \\['hue'\\].*greyscale"),
+    ({"families": ["huee"]}, ValueError, "unknown augmentation families \\['huee'\\].*colour images"),
     ({"families": []}, ValueError, "families is empty"),
 ])
 def test_settings_reject_bad_choices(changes, error, message):
     with pytest.raises(error, match=message):
         GeometrySettings(**changes)
+
+
+def test_colour_families_are_named_in_settings_and_refused_on_greyscale_images():
+    """Settings accept every family name; the manifolds refuse colour families on the greyscale
+    default data with the reason and the fix (an image folder allows them)."""
+    from sslgeom import manifolds, sources
+
+    settings = GeometrySettings(families=["hue", "blur", "saturation"])
+    assert settings.families == ("hue", "blur", "saturation")
+    assert sources.active_images().is_default
+    with pytest.raises(ValueError, match=r"\['hue', 'saturation'\] need colour images.*image folder"):
+        manifolds._check_families(settings.families)
 
 
 def test_cache_keys_depend_only_on_each_parts_settings(private_cache):

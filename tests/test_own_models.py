@@ -14,9 +14,8 @@ The test writes what a researcher brings:
   and paradigm of its own;
 * a parameter file at input size 32 with the chapters' smallest settings.
 
-Two classes and four models keep the run short: chapter 05's exact linear probe factors a dense
-Hessian of side (2048 + 1) x classes for every ResNet-50, and chapter 04's paradigm test needs more
-methods than paradigms (two contrastive, two non-contrastive).
+Two classes and four models keep the run short (every model is a ResNet-50 run on the CPU), and
+chapter 04's paradigm test needs more methods than paradigms (two contrastive, two non-contrastive).
 
 It runs the three chapters as the book does (papermill through ``scripts/run_notebooks.py``) and
 checks that they finish on exactly these models, with the registry's labels, on the folder's colour
@@ -223,3 +222,19 @@ def test_the_worked_example_names_only_real_parameters():
         unknown = set(given) - parameter_names(stem)
         assert not unknown, f"params/imagenet_example.yaml gives {stem} parameters it does not have: {unknown}"
     assert {"image_folder", "input_size", "images_per_class", "registry"} <= parameter_names(CHAPTERS[0])
+
+
+def test_the_runner_reruns_a_chapter_when_an_image_of_its_folder_changes(tmp_path, monkeypatch):
+    """The chapter's fingerprint covers the folder's files, so no --force is needed after editing one."""
+    import os
+
+    from sslgeom.image_folder import write_synthetic_folder
+
+    folder = write_synthetic_folder(tmp_path / "images", n_classes=2, n_per_class=3, shape=(8, 8), seed=0)
+    monkeypatch.delenv("SSLGEOM_CHECKPOINTS", raising=False)
+    source = REPO / "notebooks" / f"{CHAPTERS[0]}.py"
+    parameters = {"image_folder": str(folder), "registry": None}
+    before = run_notebooks.input_fingerprint(source, parameters)
+    assert run_notebooks.input_fingerprint(source, parameters) == before
+    os.utime(sorted(folder.rglob("*.png"))[0], ns=(10**18, 10**18))
+    assert run_notebooks.input_fingerprint(source, parameters) != before

@@ -139,6 +139,62 @@ def test_probe_accuracy_equals_sklearn_on_several_datasets(dataset):
     assert result.accuracy == accuracy
 
 
+def _wide_splits(n_train=60, n_val=30, n_test=200, dim=300, n_classes=5, seed=0):
+    """More dimensions than training points (as with 2048-d published features on a small folder)."""
+    rng = np.random.default_rng(seed)
+    centres = 0.15 * rng.normal(size=(n_classes, dim))
+    splits = []
+    for n in (n_train, n_val, n_test):
+        labels = np.arange(n) % n_classes
+        splits.append((centres[labels] + rng.normal(size=(n, dim)), labels))
+    return splits
+
+
+def test_probe_in_the_row_space_matches_sklearn_when_dimensions_exceed_points():
+    """With fewer points than dimensions the probe solves in the row space of the training features;
+    the protocol's numbers are scikit-learn's, which solves in the full space."""
+    train, val, test = _wide_splits()
+    design = evaluation._design(train[0], *evaluation._standardiser(train[0]))
+    basis = evaluation._row_space(design)
+    assert basis is not None and basis.shape == (300, 60)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(60), atol=1e-10)
+    grid = [0.01, 0.1, 1.0]
+    result = evaluation.linear_probe(train, val, test, c_grid=grid)
+    val_accuracy, best_c, accuracy = _sklearn_protocol(train, val, test, grid)
+    assert (result.val_accuracy, result.best_c, result.accuracy) == (val_accuracy, best_c, accuracy)
+    assert 0.4 < result.accuracy < 1.0  # neither chance (0.2) nor trivially separable
+
+
+def test_row_space_weights_are_the_full_space_optimum():
+    """Lifted row-space weights have a zero full-space gradient: the reduction is exact."""
+    train, _, _ = _wide_splits(seed=1)
+    design = evaluation._design(train[0], *evaluation._standardiser(train[0]))
+    basis = evaluation._row_space(design)
+    reduced, _ = evaluation._fit_logistic(evaluation._in_basis(design, basis), train[1], 5, 1.0)
+    weights = evaluation._lift(reduced, basis)
+    _, gradient, _ = evaluation._loss_gradient(weights, design, train[1], 1.0 / len(train[1]))
+    assert np.abs(gradient).max() < 1e-7
+    np.testing.assert_allclose(evaluation._project(weights, basis), reduced, atol=1e-12)
+
+
+def test_kronecker_preconditioner_reaches_the_same_optimum(monkeypatch):
+    """Past the exact-Hessian size the shared-block preconditioner is used: the same optimum as the
+    exact Hessian (only the path differs), checked on scikit-learn's digits."""
+    (x, y), _, _ = _digits_splits()
+    design = evaluation._design(x, *evaluation._standardiser(x))
+    exact, exact_steps = evaluation._fit_logistic(design, y, 10, 1.0)
+    calls = []
+    original = evaluation._kronecker_factor
+    monkeypatch.setattr(evaluation, "_kronecker_factor", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(evaluation, "_PROBE_EXACT_HESSIAN", 100)
+    approximate, approximate_steps = evaluation._fit_logistic(design, y, 10, 1.0, max_iter=2000)
+    assert calls  # the Kronecker path ran
+    centred = lambda w: w - w.mean(axis=1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(centred(approximate), centred(exact), atol=1e-5 * np.abs(exact).max())
+    _, gradient, _ = evaluation._loss_gradient(approximate, design, y, 1.0 / len(y))
+    assert np.abs(gradient).max() < evaluation.PROBE_GTOL
+
+
 def test_validation_split_then_probe_is_the_manifest_protocol():
     """The zoo manifest's protocol: a stratified 20% validation split of the probe's train images
     (scikit-learn's train_test_split, seed 0), then the probe."""

@@ -5,6 +5,7 @@ MobileNet-V3-small with random weights, named by a user registry) are enough to 
 manifolds, the ``image_folder`` task, the baselines and the checks read the active pool.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def test_a_folder_that_is_not_an_image_set_fails_on_activation(tmp_path, private
     assert sources.active_images().is_default
 
 
-def test_the_image_folder_task_splits_the_pool_in_greyscale(folder):
+def test_the_image_folder_task_splits_the_pool_in_colour(folder):
     with pytest.raises(ValueError, match="needs an image folder"):
         tasks.build_tasks(["image_folder"])
     with sources.use_source(folder, input_size=16, images_per_class=8, progress=False) as pool:
@@ -149,11 +150,12 @@ def test_the_image_folder_task_splits_the_pool_in_greyscale(folder):
         again = tasks.build_tasks(["image_folder", "digits"], n_train=None, n_val=None, n_test=None)["image_folder"]
     assert task.classes == pool.classes
     assert task.split_sizes() == {"train": 12, "val": 6, "test": 6}  # 4/2/2 per class
-    assert task.train[0].shape[1:] == (16, 16) and task.train[0].dtype == np.uint8
+    assert task.train[0].shape[1:] == (3, 16, 16) and task.train[0].dtype == np.uint8
     np.testing.assert_array_equal(task.test[0], again.test[0])  # other tasks do not move its split
     everything = np.concatenate([task.train[0], task.val[0], task.test[0]])
     assert len({image.tobytes() for image in everything}) == 24  # the three splits are disjoint
-    assert {image.tobytes() for image in everything} == {image.tobytes() for image in sources.greyscale(pool.images)}
+    assert {image.tobytes() for image in everything} == {image.tobytes() for image in pool.images}
+    assert any(np.ptp(image.astype(int), axis=0).max() > 0 for image in everything)  # colour kept, not luma
 
 
 def test_greyscale_is_luma_and_thumbnails_share_one_size():
@@ -183,3 +185,34 @@ def test_the_memory_split_is_per_class_halves_and_capped():
     assert np.bincount(labels[memory]).tolist() == [5, 5, 5]
     memory, queries = sources._memory_split(labels, 6, 3, seed=0)
     assert len(memory) == 6 and len(queries) == 3
+
+
+def test_the_input_identity_follows_the_folder_the_registry_and_the_checkpoints(folder, tiny_registry, tmp_path,
+                                                                                 monkeypatch):
+    """What the notebook runner fingerprints: any changed image, registry, named checkpoint or file in
+    $SSLGEOM_CHECKPOINTS gives another identity; nothing changed gives the same one."""
+    checkpoints = tmp_path / "release-files"
+    checkpoints.mkdir()
+    monkeypatch.setenv("SSLGEOM_CHECKPOINTS", str(checkpoints))
+    monkeypatch.delenv("SSLGEOM_INPUT_SIZE", raising=False)
+    identity = lambda: sources.input_identity(str(folder), str(tiny_registry))  # noqa: E731
+    seen = [identity()]
+    assert identity() == seen[0] and json.dumps(seen[0])  # stable, and JSON for the fingerprint
+
+    def changed(path: Path, content: bytes, when: int) -> None:
+        path.write_bytes(content)
+        os.utime(path, ns=(when, when))
+        seen.append(identity())
+        assert seen[-1] not in seen[:-1], f"changing {path.name} left the identity unchanged"
+
+    image = sorted(folder.rglob("*.png"))[0]
+    changed(image, image.read_bytes(), 1_000_000_000_000_000_000)  # same bytes, new time
+    changed(tiny_registry, tiny_registry.read_bytes() + b"\n# edited\n", 1_000_000_000_000_000_000)
+    named = tiny_registry.parent / "tiny.pth"
+    changed(named, named.read_bytes(), 1_100_000_000_000_000_000)
+    changed(checkpoints / "InsDis.pth", b"release weights", 1_000_000_000_000_000_000)
+    monkeypatch.setenv("SSLGEOM_INPUT_SIZE", "64")
+    assert identity() not in seen
+    assert sources.input_identity(None, None)[-1] == ["input_size", "64"]
+    missing = sources.input_identity(str(tmp_path / "nowhere"), None)[0]
+    assert missing[0] == "folder" and "FileNotFoundError" in missing[-1]  # an error's text, not a crash

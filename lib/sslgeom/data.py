@@ -84,7 +84,8 @@ class Task:
     classes
         Class names, indexed by label.
     train, val, test
-        ``(images, labels)``: ``uint8`` arrays ``(n, height, width)`` and ``int64`` arrays ``(n,)``.
+        ``(images, labels)``: ``uint8`` arrays ``(n, height, width)`` (greyscale) or
+        ``(n, channels, height, width)`` (an image folder's RGB pool), and ``int64`` arrays ``(n,)``.
     """
 
     name: str

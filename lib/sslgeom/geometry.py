@@ -64,7 +64,8 @@ class GeometrySettings:
     n_per_class : int
         Semantic images per class.
     families : tuple of str or None
-        Augmentation families (``None``: every greyscale family).
+        Augmentation families (``None``: every family the active images allow: the greyscale ones,
+        and hue and saturation on an image folder's colour images).
     n_base : int
         Base images of the augmentation manifolds (0 skips augmentation manifolds).
     n_points : int or None
@@ -114,8 +115,11 @@ class GeometrySettings:
         if self.families is not None:
             from sslgeom import augment
 
-            families = check_names(self.families, augment.GRAYSCALE_FAMILIES, "augmentation families",
-                                   hint="Fashion-MNIST is greyscale: colour-only families cannot be used.")
+            # every family name is accepted here; the colour ones (hue, saturation) are refused
+            # when the manifolds are built on greyscale images (sslgeom.manifolds says why)
+            families = check_names(self.families, tuple(augment.FAMILIES), "augmentation families",
+                                   hint=f"Colour families {augment.COLOR_FAMILIES} need an image folder of colour "
+                                        "images (sslgeom.sources.activate).")
             if not families:
                 raise ValueError("families is empty: name at least one augmentation family, or None for all.")
             set_("families", tuple(families))

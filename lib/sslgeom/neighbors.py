@@ -159,7 +159,7 @@ def resolve_backend(backend: str, device, dtype: torch.dtype) -> str:
 
 def knn_tensor(
     features: torch.Tensor, k: int, block_size: int | None, progress: bool,
-    backend: str = "torch",
+    backend: str = "torch", equal_norms: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN on a validated tensor; returns (indices (n,k) int64, sq_distances (n,k)).
 
@@ -169,14 +169,22 @@ def knn_tensor(
     order is deterministic for given inputs, and may differ between the two engines).
     ``backend`` is ``"torch"`` (blocked search, any device, ``block_size`` query rows per
     block) or ``"faiss"`` (float32 CPU tensors only; :func:`resolve_backend`); the faiss search
-    uses torch's thread count.
+    uses torch's thread count. ``equal_norms`` says every row has the same norm (the cosine
+    kernel's normalised rows): faiss then ranks by inner product, the same order as by distance
+    (up to the ties above) and about 10% faster, since it skips the norm terms (measured at
+    100,000 x 256: 44.5-46.4 s against 50.5-50.8 s); the squared distances are then formed from
+    the same expansion, ``||q||^2 + ||x||^2 - 2 q.x``.
     """
     if backend == "faiss":
         from .candidates import exact_search
 
-        indices, sq_distances = exact_search(features, k, "l2",
-                                             n_threads=torch.get_num_threads(),
-                                             progress=progress)
+        threads = torch.get_num_threads()
+        if equal_norms:
+            indices, products = exact_search(features, k, "ip", n_threads=threads, progress=progress)
+            sq_norms = (features * features).sum(dim=1).numpy()
+            sq_distances = sq_norms[:, None] + sq_norms[indices] - 2.0 * products
+        else:
+            indices, sq_distances = exact_search(features, k, "l2", n_threads=threads, progress=progress)
         return torch.from_numpy(indices), torch.from_numpy(sq_distances).clamp_(min=0.0)
     n_points = features.shape[0]
     sq_norms = (features * features).sum(dim=1)
@@ -265,5 +273,5 @@ def knn(
         tensor = kernel_space(tensor, "cosine")  # L2-normalised rows
     tensor, scale = unit_scale(tensor)
     with torch.no_grad():
-        indices, sq_distances = knn_tensor(tensor, k, block_size, progress, engine)
+        indices, sq_distances = knn_tensor(tensor, k, block_size, progress, engine, equal_norms=metric == "cosine")
     return indices.cpu().numpy(), sq_to_input_units(sq_distances.cpu().numpy(), scale)

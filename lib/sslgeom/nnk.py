@@ -385,7 +385,7 @@ def nnk_graph(
 
     with torch.no_grad():
         indices, sq_dist, settings = _find_candidates(points, k, candidates, settings, engine,
-                                                      progress)
+                                                      progress, equal_norms=kernel == "cosine")
         used_ridge = _ridge_for_duplicates(points, indices, sq_dist, duplicates, ridge)
         params, unit_params = _kernel_params(kernel, sq_dist, scale, sigma, power)
         tol = default_kkt_tol(torch_dtype) if kkt_tol is None else float(kkt_tol)
@@ -428,6 +428,7 @@ def _search_engine(candidates: str, knn_backend: str, device, dtype: torch.dtype
 
 def _find_candidates(
     points: torch.Tensor, k: int, candidates: str, settings: dict, engine: str, progress: bool,
+    equal_norms: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The ``k`` candidates of every point and their squared distances (unit scale).
 
@@ -442,6 +443,9 @@ def _find_candidates(
     engine : {"faiss", "torch"}
         Engine of the exact search.
     progress : bool
+    equal_norms : bool
+        Every row has the same norm (cosine kernel): the exact faiss search ranks by inner product
+        (:func:`sslgeom.neighbors.knn_tensor`).
 
     Returns
     -------
@@ -452,7 +456,7 @@ def _find_candidates(
         What was used (stored in :attr:`NNKResult.candidate_settings`).
     """
     if candidates == "exact":
-        indices, sq_dist = knn_tensor(points, k, None, progress, engine)
+        indices, sq_dist = knn_tensor(points, k, None, progress, engine, equal_norms=equal_norms)
         return indices, sq_dist, {"backend": engine}
     indices, sq_dist, used = approximate_search(points, k, "l2", candidates, settings,
                                                 n_threads=torch.get_num_threads(),

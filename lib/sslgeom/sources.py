@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ __all__ = [
     "active_images",
     "PARAMETER_RULES",
     "check_paths",
+    "input_identity",
     "is_external",
     "check_models",
     "check_class_sizes",
@@ -160,6 +162,13 @@ class SourceImages:
         """Images per class, indexed by class name."""
         counts = np.bincount(self.labels, minlength=len(self.classes))
         return pd.Series(counts, index=list(self.classes), name="images")
+
+    @property
+    def description(self) -> str:
+        """What the images are, for a chapter's text: ``"held-out Fashion-MNIST test images"`` or
+        ``"images of the folder <name>"``."""
+        return ("held-out Fashion-MNIST test images" if self.is_default
+                else f"images of the folder {Path(self.source.root).name}")
 
     def summary(self) -> str:
         """One line (plus the folder report) for a notebook."""
@@ -398,6 +407,61 @@ def check_paths(image_folder: str | None, registry: str | None) -> None:
         if value is not None and not _resolve(value, name).exists():
             raise FileNotFoundError(f"Parameter {name} = {value!r}: {_resolve(value, name)} does not exist (relative "
                                     "paths start at the repository root); fix the path or set it to null.")
+
+
+def _file_identity(path: Path) -> list:
+    """``[path, size, mtime_ns]``, or ``[path, None, None]`` for a missing file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return [str(path), None, None]
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
+def input_identity(image_folder: str | None, registry: str | None) -> list:
+    """What identifies the files outside the repository that a run with these parameters reads.
+
+    The folder's listing (classes, files, sizes, modification times; nothing is decoded), the
+    registry's text with the size and modification time of every checkpoint it names, and the
+    checkpoint folders of ``$SSLGEOM_CHECKPOINTS`` with the files they hold, and ``$SSLGEOM_INPUT_SIZE``.
+    The notebook runner puts it in a chapter's fingerprint, so that a run is repeated when an
+    image, a registry entry or a checkpoint changes, not only when a parameter does. A path that
+    cannot be read contributes the error's text (the run itself then stops with the full message).
+
+    Parameters
+    ----------
+    image_folder, registry : str or None
+        The chapter parameters of the same names.
+
+    Returns
+    -------
+    list
+        JSON-serialisable.
+    """
+    from sslgeom.image_folder import scan_folder
+
+    identity: list = []
+    if image_folder is not None:
+        try:
+            scan = scan_folder(_resolve(image_folder, "image_folder"))
+            identity.append(["folder", str(scan.root), list(scan.classes), list(scan.files),
+                             scan.sizes.tolist(), scan.mtimes.tolist()])
+        except (OSError, ValueError) as error:
+            identity.append(["folder", str(image_folder), f"{type(error).__name__}: {error}"])
+    if registry is not None:
+        path = _resolve(registry, "registry")
+        try:
+            text = path.read_bytes()
+            entries = user_registry.read_registry(path)
+            identity.append(["registry", str(path), hashlib.sha256(text).hexdigest(),
+                             [_file_identity(entry.file) for entry in entries.values()]])
+        except (OSError, ValueError) as error:
+            identity.append(["registry", str(path), f"{type(error).__name__}: {error}"])
+    for folder in published.search_dirs()[:-1]:  # the last is the cache's own folder
+        files = sorted(folder.iterdir()) if folder.is_dir() else []
+        identity.append(["checkpoints", str(folder), [_file_identity(f) for f in files if f.is_file()]])
+    identity.append(["input_size", os.environ.get(published.INPUT_SIZE_ENV)])
+    return identity
 
 
 def is_external(name: str) -> bool:

@@ -103,16 +103,14 @@ def _split_per_class(
 
 def _folder_task(pool: SourceImages, sizes: tuple[int | None, int | None, int | None],
                  rng: np.random.Generator) -> Task:
-    """The in-domain task of an image folder's pool: split 50/20/30 per class, in greyscale.
-
-    Greyscale (ITU-R 601 luma) because :mod:`sslgeom.transfer` measures tasks of ``(n, H, W)`` images.
-    """
-    from . import data, sources
+    """The in-domain task of an image folder's pool: split 50/20/30 per class, in the pool's colours
+    (``uint8 (n, 3, H, W)``, the images the models' manifolds are built from)."""
+    from . import data
 
     if pool.is_default:
         raise ValueError("The image_folder task needs an image folder, but the active images are the default data: "
                          "set the chapter parameter image_folder (sslgeom.sources.activate), or drop the task.")
-    images = sources.greyscale(pool.images)
+    images = pool.images
     split = _split_per_class(pool.labels, (0.5, 0.2), rng)
     parts = [_subsample(images[idx], pool.labels[idx], n, rng) for idx, n in zip(split, sizes)]
     return data.Task(name="image_folder", classes=tuple(pool.classes), train=parts[0], val=parts[1], test=parts[2])
@@ -165,8 +163,8 @@ def build_tasks(
     * ``digits`` and ``textures`` (out of domain): :func:`sslgeom.data.load_digits_task` and
       :func:`sslgeom.data.load_textures_task`.
     * ``image_folder`` (in the domain of a run on an image folder): the pool of
-      :func:`sslgeom.sources.active_images` (or ``pool``), split 50/20/30 per class, converted to
-      greyscale because the transfer measurement takes ``(n, H, W)`` images.
+      :func:`sslgeom.sources.active_images` (or ``pool``), split 50/20/30 per class, in colour
+      (``(n, 3, H, W)``; the other tasks' images are greyscale ``(n, H, W)``).
 
     Every split is subsampled (class-stratified) to at most ``n_train``/``n_val``/``n_test``
     images; ``None`` keeps the whole split.

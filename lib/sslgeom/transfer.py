@@ -80,11 +80,15 @@ class TransferProtocol:
 
 
 def _features(model, images: np.ndarray, device: str, batch_size: int = 512) -> np.ndarray:
-    """Cached features ``(n, dim)`` of uint8 images ``(n, H, W)`` through one model (a zoo name, or
-    the model loaded once by the caller: a cache hit then skips reading the checkpoint again)."""
+    """Cached features ``(n, dim)`` of uint8 images, greyscale ``(n, H, W)`` or ``(n, C, H, W)``,
+    through one model (a zoo name, or the model loaded once by the caller: a cache hit then skips
+    reading the checkpoint again)."""
     from . import embed
 
-    features = embed.embed(model, images[:, None, :, :], batch_size=batch_size, device=device, progress=False)
+    if images.ndim not in (3, 4):
+        raise ValueError(f"task images must be uint8 (n, H, W) or (n, C, H, W), got shape {images.shape}.")
+    batch = images[:, None, :, :] if images.ndim == 3 else images
+    features = embed.embed(model, batch, batch_size=batch_size, device=device, progress=False)
     return check_features(features, f"features of model {embed.model_name(model)!r}", min_rows=1)
 
 
