@@ -38,7 +38,8 @@ zoo: setup
 	$(PY) scripts/train_zoo.py $(if $(ZOO_OUT),--out $(ZOO_OUT))
 
 ## NNK speed and memory (benchmarks/results/nnk.json): per size, side by side, faiss exact kNN alone,
-## the kNN stage, the torch search, nnk_graph, the authors' route (faiss + a QP per node in Python)
+## the kNN stage, the torch search, nnk_graph, the authors' route (faiss + a QP per node in Python),
+## faiss / kNN stage / nnk_graph alternated in one process (--rounds, default 3)
 ## and the approximate candidate modes (recall and MGM change on sampled nodes), up to 1M x 256.
 ## BENCH_ARGS="--quick" for a smoke run; BENCH_ARGS="--configs 10000x512" for one size.
 bench: setup
