@@ -288,7 +288,8 @@ def write_execution_page(records: list[dict], output_dir: Path) -> None:
         "",
         "This page is written by `scripts/run_notebooks.py` each time the book is built: it records how "
         "each chapter was executed for the pages you are reading. A chapter whose inputs (source, "
-        "parameters, the `sslgeom` package, the zoo manifest, package versions) have not changed since "
+        "parameters, the `sslgeom` package, the zoo manifest, package versions, and the image folder, "
+        "registry and checkpoints the parameters point at) have not changed since "
         "its last successful run is not executed again; its row then shows that run.",
         "",
         "| chapter | profile | status | wall time (s) | started (UTC) |",
