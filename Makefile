@@ -5,7 +5,7 @@ PROFILE ?= default
 PARAMS ?= params/$(PROFILE).yaml
 NB ?=
 
-.PHONY: setup book notebooks html test test-lib test-notebooks chapter zoo bench bench-train clean
+.PHONY: setup book notebooks html test test-lib test-notebooks chapter zoo bench bench-train bench-probe clean
 
 setup:
 	@bash scripts/setup.sh
@@ -48,6 +48,10 @@ bench: setup
 ## Training speed: SimCLR step breakdown and images/s, first-zoo settings vs the new ones (benchmarks/results/train.json).
 bench-train: setup
 	$(PY) benchmarks/train.py
+
+## Linear-probe speed on 2,048-d features, 10 and 100 classes (benchmarks/results/probe.json).
+bench-probe: setup
+	$(PY) benchmarks/probe.py
 
 clean:
 	rm -rf _build chapters

@@ -389,7 +389,9 @@ def linear_probe(
     scikit-learn), walking the grid from strong to weak regularisation with warm starts. BLAS runs
     on one thread: faster for these small problems and the same numbers on every machine load.
     The fit is always multinomial (one weight vector per class): with two classes it equals
-    scikit-learn's binary ``LogisticRegression(C=2 * C)``.
+    scikit-learn's binary ``LogisticRegression(C=2 * C)``. Wide features cost little: with fewer
+    training points than dimensions the fit runs in the span of the training features (exact, see
+    the solver notes above), so a 2,048-d probe on 250 images of 10 classes takes seconds.
 
     Parameters
     ----------
