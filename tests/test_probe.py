@@ -182,12 +182,12 @@ def test_kronecker_preconditioner_reaches_the_same_optimum(monkeypatch):
     exact Hessian (only the path differs), checked on scikit-learn's digits."""
     (x, y), _, _ = _digits_splits()
     design = evaluation._design(x, *evaluation._standardiser(x))
-    exact, exact_steps = evaluation._fit_logistic(design, y, 10, 1.0)
+    exact, _ = evaluation._fit_logistic(design, y, 10, 1.0)
     calls = []
     original = evaluation._kronecker_factor
     monkeypatch.setattr(evaluation, "_kronecker_factor", lambda *a: calls.append(1) or original(*a))
     monkeypatch.setattr(evaluation, "_PROBE_EXACT_HESSIAN", 100)
-    approximate, approximate_steps = evaluation._fit_logistic(design, y, 10, 1.0, max_iter=2000)
+    approximate, _ = evaluation._fit_logistic(design, y, 10, 1.0, max_iter=2000)
     assert calls  # the Kronecker path ran
     centred = lambda w: w - w.mean(axis=1, keepdims=True)  # noqa: E731
     np.testing.assert_allclose(centred(approximate), centred(exact), atol=1e-5 * np.abs(exact).max())

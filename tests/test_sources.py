@@ -216,3 +216,4 @@ def test_the_input_identity_follows_the_folder_the_registry_and_the_checkpoints(
     assert sources.input_identity(None, None)[-1] == ["input_size", "64"]
     missing = sources.input_identity(str(tmp_path / "nowhere"), None)[0]
     assert missing[0] == "folder" and "FileNotFoundError" in missing[-1]  # an error's text, not a crash
+    assert "TypeError" in sources.input_identity(None, 3)[0][-1]  # a wrong type is the chapter's to report

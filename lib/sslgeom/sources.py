@@ -440,26 +440,33 @@ def input_identity(image_folder: str | None, registry: str | None) -> list:
     """
     from sslgeom.image_folder import scan_folder
 
-    identity: list = []
-    if image_folder is not None:
-        try:
-            scan = scan_folder(_resolve(image_folder, "image_folder"))
-            identity.append(["folder", str(scan.root), list(scan.classes), list(scan.files),
-                             scan.sizes.tolist(), scan.mtimes.tolist()])
-        except (OSError, ValueError) as error:
-            identity.append(["folder", str(image_folder), f"{type(error).__name__}: {error}"])
-    if registry is not None:
+    def folder() -> list:
+        scan = scan_folder(_resolve(image_folder, "image_folder"))
+        return [str(scan.root), list(scan.classes), list(scan.files), scan.sizes.tolist(), scan.mtimes.tolist()]
+
+    def registry_files() -> list:
         path = _resolve(registry, "registry")
+        entries = user_registry.read_registry(path)
+        return [str(path), hashlib.sha256(path.read_bytes()).hexdigest(),
+                [_file_identity(entry.file) for entry in entries.values()]]
+
+    def checkpoint_folder(directory: Path) -> list:
+        files = sorted(directory.iterdir()) if directory.is_dir() else []
+        return [str(directory), [_file_identity(f) for f in files if f.is_file()]]
+
+    parts = []
+    if image_folder is not None:
+        parts.append(("folder", folder))
+    if registry is not None:
+        parts.append(("registry", registry_files))
+    for directory in published.search_dirs()[:-1]:  # the last is the cache's own folder
+        parts.append(("checkpoints", functools.partial(checkpoint_folder, directory)))
+    identity: list = []
+    for label, read in parts:
         try:
-            text = path.read_bytes()
-            entries = user_registry.read_registry(path)
-            identity.append(["registry", str(path), hashlib.sha256(text).hexdigest(),
-                             [_file_identity(entry.file) for entry in entries.values()]])
-        except (OSError, ValueError) as error:
-            identity.append(["registry", str(path), f"{type(error).__name__}: {error}"])
-    for folder in published.search_dirs()[:-1]:  # the last is the cache's own folder
-        files = sorted(folder.iterdir()) if folder.is_dir() else []
-        identity.append(["checkpoints", str(folder), [_file_identity(f) for f in files if f.is_file()]])
+            identity.append([label, *read()])
+        except (OSError, ValueError, TypeError) as error:  # the run itself stops with the full message
+            identity.append([label, f"{type(error).__name__}: {error}"])
     identity.append(["input_size", os.environ.get(published.INPUT_SIZE_ENV)])
     return identity
 
