@@ -168,13 +168,20 @@ def test_greyscale_is_luma_and_thumbnails_share_one_size():
 
 
 def test_baselines_and_source_knn_use_the_pool_at_the_input_size(folder, tiny_registry):
-    with sources.use_source(folder, registry=tiny_registry, input_size=32, images_per_class=8, progress=False):
+    from sslgeom import baselines, embed
+
+    with sources.use_source(folder, registry=tiny_registry, input_size=32, images_per_class=8, progress=False) as pool:
         model = registry.load_user("user/tiny")
         assert model.info["image_size"] == 32  # input_size overrides the entry's 64
         spectra = sources.spectrum_baselines(["user/tiny"], n_spectrum=20, progress=False)
         scores = sources.source_scores(["user/tiny"], k=3, progress=False)
+        # the spectrum is that of 20 pool images drawn by the seed, in colour
+        chosen = pool.images[np.random.default_rng(0).choice(len(pool.labels), size=20, replace=False)]
+        direct = embed.embed_images(model, chosen, progress=False)
     assert list(spectra.index) == ["user/tiny"] and np.isfinite(spectra.to_numpy()).all()
     assert 1.0 <= spectra.loc["user/tiny", "rankme"] <= 20
+    assert spectra.loc["user/tiny", "rankme"] == pytest.approx(baselines.rankme(direct), rel=1e-5)
+    assert spectra.loc["user/tiny", "alpha_req"] == pytest.approx(baselines.alpha_req(direct), rel=1e-4)
     assert np.isnan(scores.loc["user/tiny", "source_probe"]) and 0 <= scores.loc["user/tiny", "source_knn"] <= 1
 
 

@@ -590,32 +590,19 @@ def spectrum_baselines(
 ) -> pd.DataFrame:
     """RankMe and alpha-ReQ of every model on ``n_spectrum`` images of the pool (no labels).
 
-    The default data go to :func:`sslgeom.transfer.spectrum_baselines` (its numbers and cache); a
-    folder's images are chosen by ``seed`` from the pool and embedded in colour through the
-    feature cache (:func:`sslgeom.embed.embed`, keyed by the pixels).
+    :func:`sslgeom.transfer.spectrum_baselines` on the pool's images: the default data keep its
+    numbers and cache; a folder's images are drawn by ``seed`` from the pool, in colour.
 
     Returns
     -------
     pandas.DataFrame
         Index: model names; columns ``rankme, alpha_req``.
     """
-    from tqdm.auto import tqdm
-
-    from sslgeom import baselines, embed, transfer
+    from sslgeom import transfer
 
     pool = active_images() if pool is None else pool
-    if pool.is_default:
-        return transfer.spectrum_baselines(model_names, n_spectrum=n_spectrum, seed=seed, device=device,
-                                           progress=progress)
-    check_int(n_spectrum, "n_spectrum", minimum=10)
-    chosen = np.random.default_rng(seed).choice(len(pool.labels), size=min(n_spectrum, len(pool.labels)),
-                                                replace=False)
-    images = torch.from_numpy(np.ascontiguousarray(pool.images[np.sort(chosen)]))
-    rows = {}
-    for name in tqdm(list(model_names), desc="spectra", disable=not progress):
-        features = embed.embed(name, images, device=device, progress=False)
-        rows[name] = {"rankme": float(baselines.rankme(features)), "alpha_req": float(baselines.alpha_req(features))}
-    return pd.DataFrame.from_dict(rows, orient="index")[["rankme", "alpha_req"]]
+    return transfer.spectrum_baselines(model_names, n_spectrum=n_spectrum, seed=seed, device=device,
+                                       progress=progress, images=None if pool.is_default else pool.images)
 
 
 def _memory_split(labels: np.ndarray, n_memory: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

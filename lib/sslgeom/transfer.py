@@ -263,12 +263,16 @@ def spectrum_baselines(
     device: str = "cpu",
     progress: bool = True,
     n_jobs: int | None = None,
+    images: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """RankMe and alpha-ReQ of every model on ``n_spectrum`` Fashion-MNIST test images (no labels).
+    """RankMe and alpha-ReQ of every model on ``n_spectrum`` images (no labels).
 
     The label-free part of :func:`baseline_table` without its kNN memory (a model's features of
     ``n_spectrum`` images only), cached per model; models missing from the cache are computed
-    ``n_jobs`` at a time (``None``: one per core; the numbers do not depend on it).
+    ``n_jobs`` at a time (``None``: one per core; the numbers do not depend on it). The images are
+    drawn by ``seed`` from ``images`` (uint8 ``(n, H, W)`` or ``(n, C, H, W)``, e.g. an image
+    folder's pool, :func:`sslgeom.sources.spectrum_baselines`), by default from the Fashion-MNIST
+    test split.
 
     Returns
     -------
@@ -282,9 +286,8 @@ def spectrum_baselines(
 
     model_names = zoo.check_model_names(model_names if isinstance(model_names, str) else list(model_names))
     check_int(n_spectrum, "n_spectrum", minimum=10)
-    test_images, _ = data.load_fashion_mnist("test")
-    images = test_images[np.random.default_rng(seed).choice(len(test_images), size=min(n_spectrum, len(test_images)),
-                                                            replace=False)]
+    source = data.load_fashion_mnist("test")[0] if images is None else images
+    images = source[np.random.default_rng(seed).choice(len(source), size=min(n_spectrum, len(source)), replace=False)]
 
     def one_model(model_name: str) -> dict[str, float]:
         def compute():
