@@ -110,6 +110,24 @@ def test_registry_covers_ericsson_set_and_later_releases():
         assert spec.normalize == (not key.startswith("simclr")), key
 
 
+
+def test_specs_and_user_entries_share_one_key_layout():
+    from pathlib import Path
+
+    from sslgeom.registry import UserEntry
+
+    spec = published.PublishedSpec("k", "K", "contrastive", "https://example.org/k.pth", "k.pth")
+    entry = UserEntry("u", Path("u.pth"), "resnet18", "contrastive", "U")
+    assert isinstance(spec, published.KeyLayout) and isinstance(entry, published.KeyLayout)
+    # the defaults stay each registry's own: a published release drops torchvision's fc unless told otherwise
+    assert (spec.nesting, spec.prefix, spec.drop) == ((), "", ("fc.",))
+    assert (entry.nesting, entry.prefix, entry.drop) == ((), "", ())
+    moved = dataclasses.replace(spec, nesting=("state_dict",), prefix="module.")
+    assert (moved.nesting, moved.prefix, moved.drop, moved.key) == (("state_dict",), "module.", ("fc.",), "k")
+    with pytest.raises(TypeError):
+        published.PublishedSpec("k", "K", "contrastive", "https://example.org/k.pth", "k.pth", True, None, None, "",
+                                ("state_dict",))  # the layout is keyword-only
+
 def test_fake_key_names_are_torchvision_resnet50_names():
     from torchvision.models import resnet50
 

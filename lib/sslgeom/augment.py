@@ -50,6 +50,8 @@ __all__ = [
 class FamilySpec:
     """One augmentation family and its default sweep grid.
 
+    Every family's spec is a value of :data:`FAMILIES`; :func:`get_family` looks one up by name.
+
     Attributes
     ----------
     name : str

@@ -360,15 +360,28 @@ def augmentation_manifolds(
     """
     names = _check_families(families)
     loaded = resolve_model(model, device)
+    swept = _family_manifolds(loaded, names, n_base, n_points, seed, device, normalize, batch_size)
+    return dict(tqdm(swept, total=len(names), desc=f"augmentation manifolds {model_name(loaded)}",
+                     disable=not progress, leave=False))
+
+
+def _family_manifolds(
+    loaded: ModelLike,
+    families: tuple[str, ...],
+    n_base: int,
+    n_points: int | dict[str, int] | None,
+    seed: int,
+    device: str | torch.device,
+    normalize: bool,
+    batch_size: int,
+) -> Iterator[tuple[str, AugmentationManifold]]:
+    """``(family, manifold)`` for each family in turn, on the base images that ``n_base`` and ``seed`` choose."""
     base_ids = select_test_images(n_base, seed)
     base_labels = _labels(base_ids)
-    result = {}
-    for family in tqdm(names, desc=f"augmentation manifolds {model_name(loaded)}",
-                       disable=not progress, leave=False):
+    for family in families:
         points = n_points.get(family) if isinstance(n_points, dict) else n_points
-        result[family] = _one_family(loaded, family, augment.grid(family, points), base_ids,
-                                     base_labels, seed, device, normalize, batch_size)
-    return result
+        yield family, _one_family(loaded, family, augment.grid(family, points), base_ids, base_labels, seed,
+                                  device, normalize, batch_size)
 
 
 def _one_family(
@@ -507,14 +520,10 @@ def model_manifolds(
             semantic = semantic_manifold(loaded, n_per_class=n_per_class, seed=seed, device=device,
                                          normalize=normalize, batch_size=batch_size, progress=False)
             bar.update(1)
-            base_ids = select_test_images(n_base, seed)
-            base_labels = _labels(base_ids)
             augmentation = {}
-            for family in names:
-                points = n_points.get(family) if isinstance(n_points, dict) else n_points
-                augmentation[family] = _one_family(loaded, family, augment.grid(family, points),
-                                                   base_ids, base_labels, seed, device, normalize,
-                                                   batch_size)
+            for family, manifold in _family_manifolds(loaded, names, n_base, n_points, seed, device, normalize,
+                                                      batch_size):
+                augmentation[family] = manifold
                 bar.update(1)
             cloud = None
             if composition:

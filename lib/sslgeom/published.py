@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -54,8 +54,32 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _COMMON_HEADS = ("fc.",)
 
 
+@dataclass(frozen=True, kw_only=True)
+class KeyLayout:
+    """Where a checkpoint keeps the backbone's weights: the key layout :func:`remap_state_dict` reads.
+
+    :class:`PublishedSpec` and :class:`sslgeom.registry.UserEntry` both extend it, so the two
+    registries describe a file's keys in the same terms. The fields are keyword-only: each
+    extension keeps its own positional fields.
+
+    Attributes
+    ----------
+    nesting : tuple[str, ...]
+        Keys to descend into (``("state_dict",)``); the first present one is used, ``()`` for a flat file.
+    prefix : str
+        Prefix of the backbone keys (``module.encoder_q.``), stripped; other keys (key encoders,
+        queues) are ignored.
+    drop : tuple[str, ...]
+        Key prefixes (after stripping) of heads to drop: projection heads, prototypes, classifiers.
+    """
+
+    nesting: tuple[str, ...] = ()
+    prefix: str = ""
+    drop: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
-class PublishedSpec:
+class PublishedSpec(KeyLayout):
     """How to find and read one published checkpoint.
 
     Attributes
@@ -70,12 +94,9 @@ class PublishedSpec:
         Where the file is published.
     filename : str
         Expected local file name.
-    nesting : tuple[str, ...]
-        Keys to descend into (``("state_dict",)``); the first present one is used, ``()`` for a flat file.
-    prefix : str
-        Prefix of the backbone keys (``module.encoder_q.``); other keys (key encoders, queues) are ignored.
-    drop : tuple[str, ...]
-        Key prefixes (after stripping) of heads to drop: projection heads, prototypes, classifiers.
+    nesting, prefix, drop
+        The file's :class:`KeyLayout` (keyword-only); ``drop`` defaults to torchvision's ``fc.``
+        classifier here.
     normalize : bool
         Whether inputs are standardised with ImageNet statistics (SimCLR releases take raw ``[0, 1]``).
     sha256 : str or None
@@ -91,9 +112,7 @@ class PublishedSpec:
     paradigm: str
     url: str
     filename: str
-    nesting: tuple[str, ...] = ()
-    prefix: str = ""
-    drop: tuple[str, ...] = _COMMON_HEADS
+    drop: tuple[str, ...] = field(default=_COMMON_HEADS, kw_only=True)
     normalize: bool = True
     sha256: str | None = None
     sha256_prefix: str | None = None

@@ -91,7 +91,7 @@ class RegistryError(ValueError):
 
 
 @dataclass(frozen=True)
-class UserEntry:
+class UserEntry(published.KeyLayout):
     """One validated registry entry.
 
     Attributes
@@ -103,12 +103,9 @@ class UserEntry:
     architecture : str
         torchvision model name.
     paradigm, method : str
-    nesting : tuple of str
-        Keys to descend into (first present), ``()`` for a flat file.
-    prefix : str
-        Prefix of the backbone keys, stripped.
-    drop : tuple of str
-        Key prefixes (after stripping) dropped besides the classifier.
+    nesting, prefix, drop
+        The file's :class:`sslgeom.published.KeyLayout` (keyword-only); ``drop`` lists the key
+        prefixes to drop besides the classifier (always dropped).
     sha256 : str or None
         Expected SHA-256 (lower case).
     image_size : int
@@ -123,9 +120,6 @@ class UserEntry:
     architecture: str
     paradigm: str
     method: str
-    nesting: tuple[str, ...] = ()
-    prefix: str = ""
-    drop: tuple[str, ...] = ()
     sha256: str | None = None
     image_size: int = 224
     mean: tuple[float, float, float] | None = published.IMAGENET_MEAN
