@@ -34,6 +34,8 @@ def test_settings_normalise_so_equal_choices_are_equal():
     ({"seed": True}, TypeError, "seed must be an integer"),
     ({"families": ["huee"]}, ValueError, "unknown augmentation families \\['huee'\\].*colour images"),
     ({"families": []}, ValueError, "families is empty"),
+    ({"kkt_tol": 1.5}, ValueError, "kkt_tol is relative"),
+    ({"kkt_tol": "0.01"}, TypeError, "kkt_tol must be a number"),
 ])
 def test_settings_reject_bad_choices(changes, error, message):
     with pytest.raises(error, match=message):
@@ -56,19 +58,23 @@ def test_cache_keys_depend_only_on_each_parts_settings(private_cache):
     settings = GeometrySettings(k=8, n_base=4, n_views=8, k_augmentation=5)
     paths = {part: geometry._entry_paths("m", "sha", part, settings) for part in ("semantic", "augmentation")}
     assert set(paths["semantic"]) == {"knn", "nnk"}
-    # the key is the one the settings dict of earlier versions gave: caches built before stay valid
-    legacy = {"k": 8, "kernel": "cosine", "n_per_class": 100, "seed": 0}
-    assert paths["semantic"]["nnk"].name == cache.content_key("geometry-v3", "m", "sha", "semantic", legacy, "nnk") + ".parquet"
-    legacy = {"k_augmentation": 5, "kernel": "cosine", "n_base": 4, "n_points": None, "n_views": 8,
-              "families": None, "seed": 0}
+    # the key holds exactly the part's settings (geometry-v4: the relative KKT tolerance joined)
+    semantic_key = {"k": 8, "kernel": "cosine", "kkt_tol": 0.01, "n_per_class": 100, "seed": 0}
+    assert paths["semantic"]["nnk"].name == cache.content_key(
+        "geometry-v4", "m", "sha", "semantic", semantic_key, "nnk") + ".parquet"
+    augmentation_key = {"k_augmentation": 5, "kernel": "cosine", "kkt_tol": 0.01, "n_base": 4,
+                        "n_points": None, "n_views": 8, "families": None, "seed": 0}
     assert paths["augmentation"]["knn"].name == cache.content_key(
-        "geometry-v3", "m", "sha", "augmentation", legacy, "knn") + ".parquet"
+        "geometry-v4", "m", "sha", "augmentation", augmentation_key, "knn") + ".parquet"
     with_families = dataclasses.replace(settings, families=("blur",))
     assert geometry._entry_paths("m", "sha", "augmentation", with_families)["nnk"].name == cache.content_key(
-        "geometry-v3", "m", "sha", "augmentation", {**legacy, "families": ["blur"]}, "nnk") + ".parquet"
-    # k changes the semantic key only, n_base the augmentation key only, the kernel both
+        "geometry-v4", "m", "sha", "augmentation", {**augmentation_key, "families": ["blur"]},
+        "nnk") + ".parquet"
+    # k changes the semantic key only, n_base the augmentation key only, the kernel and the
+    # tolerance both
     for change, semantic_moves, augmentation_moves in (({"k": 9}, True, False), ({"n_base": 5}, False, True),
-                                                        ({"kernel": "gaussian"}, True, True)):
+                                                        ({"kernel": "gaussian"}, True, True),
+                                                        ({"kkt_tol": 0.03}, True, True)):
         other = dataclasses.replace(settings, **change)
         assert (geometry._entry_paths("m", "sha", "semantic", other) != paths["semantic"]) == semantic_moves
         assert (geometry._entry_paths("m", "sha", "augmentation", other) != paths["augmentation"]) == augmentation_moves
@@ -95,7 +101,8 @@ def test_node_metrics_of_a_stack_equal_one_graph_per_cloud():
 
     rng = np.random.default_rng(0)
     clouds = rng.normal(size=(3, 7, 6))
-    stacked = geometry._node_metrics(clouds, k=10, kernel="cosine", graphs=["nnk"])  # k capped at 6
+    stacked = geometry._node_metrics(clouds, k=10, kernel="cosine", graphs=["nnk"],
+                                     kkt_tol=0.01)  # k capped at 6
     for c in range(3):
         single = nnk.nnk_graph(clouds[c], k=6, kernel="cosine", duplicates="ridge")
         expected = mgm.node_metrics(single, clouds[c], graph="nnk")

@@ -249,8 +249,14 @@ def test_neighbour_count_increases_with_intrinsic_dimension():
                                   dtype="float64")
         means.append(table["n_neighbors"].mean())
     assert np.all(np.diff(means) > 0), means
-    # a line is split into one neighbour on each side
-    assert means[0] == pytest.approx(2.0, abs=0.05)
+    # solved exactly, a line is split into one neighbour on each side; at the book's relative
+    # tolerance (a fraction of the mean over 30 candidates) a node whose far side is much
+    # farther than its near side can lose it (measured 1.93)
+    line = synthetic.linear_subspace(500, 1, 64, seed=1)
+    exact = mgm.graph_metrics(line, k=30, graphs=("nnk",), kernel="gaussian", dtype="float64",
+                              kkt_tol=0)
+    assert exact["n_neighbors"].mean() == pytest.approx(2.0, abs=0.05)
+    assert 1.85 <= means[0] <= 2.0
 
 
 def test_angle_near_zero_on_flat_data_and_grows_as_radius_shrinks():
@@ -262,11 +268,12 @@ def test_angle_near_zero_on_flat_data_and_grows_as_radius_shrinks():
     circle_angles, sphere_angles = [], []
     for radius in (2.0, 1.0, 0.5):
         circle = synthetic.circle(int(2 * np.pi * radius / spacing), radius, 64, seed=4)
+        # exact graphs: each node keeps both sides, so its tangent is the chord's direction
         table = mgm.graph_metrics(circle, k=10, graphs=("nnk",), kernel="gaussian",
-                                  tangent_dim=1, dtype="float64")
+                                  tangent_dim=1, dtype="float64", kkt_tol=0)
         circle_angles.append(table["subspace_angle"].mean())
         # on a circle the tangent turns by (arc length) / R between neighbours
-        result = nnk.nnk_graph(circle, k=10, kernel="gaussian", dtype="float64")
+        result = nnk.nnk_graph(circle, k=10, kernel="gaussian", dtype="float64", kkt_tol=0)
         edge = np.sqrt(result.sq_distances[result.kept]).mean()
         assert table["subspace_angle"].mean() == pytest.approx(edge / radius, rel=0.05)
         n_sphere = int(4 * np.pi * radius**2 / (2 * spacing) ** 2)
@@ -307,14 +314,23 @@ def test_every_candidate_is_covered_by_a_kept_neighbour(kernel):
     rng = np.random.default_rng(11)
     points = rng.standard_normal((300, 4)) + (2.0 if kernel == "cosine" else 0.0)
     for k in (3, 10, 30):
-        graph = nnk.nnk_graph(points, k, kernel=kernel, dtype="float64")
-        covered = mgm.covered_candidates(graph, points)
-        # the proof bounds f_i(x_j) >= K_ij e_i for an uncovered candidate, and the solver only
-        # guarantees f_i(x_j) <= kkt_tol: candidates with K_ij e_i below it are exempt (an outlier
-        # whose kernel values underflow keeps no neighbour at all with k = 3 here)
-        exempt = graph.kernel_values * graph.errors[:, None] <= graph.kkt_tol
-        assert exempt.mean() < 0.02
-        assert (covered | exempt).all()
+        for relative_tol in (0.0, nnk.DEFAULT_RELATIVE_KKT_TOL):
+            graph = nnk.nnk_graph(points, k, kernel=kernel, dtype="float64",
+                                  kkt_tol=relative_tol)
+            covered = mgm.covered_candidates(graph, points)
+            # the proof bounds f_i(x_j) >= K_ij e_i for an uncovered candidate, and the solver
+            # only guarantees f_i(x_j) <= kkt_tol[i]: candidates with K_ij e_i below it are
+            # exempt (solved exactly: an outlier whose kernel values underflow keeps no
+            # neighbour at all with k = 3 here)
+            exempt = graph.kernel_values * graph.errors[:, None] <= graph.kkt_tol[:, None]
+            assert (covered | exempt).all()
+            if relative_tol == 0:
+                assert exempt.mean() < 0.02
+            else:
+                # at the book's tolerance the bound exempts 5-86% of candidates, so the
+                # proposition is a measurement there: measured covered 0.80 (k = 3) to 0.98
+                # (Gaussian), 1.00 (cosine)
+                assert covered.mean() > (0.75 if kernel == "gaussian" else 0.99)
 
 
 def test_covered_candidates_flags_an_uncovered_candidate():

@@ -60,8 +60,9 @@ def test_qp_with_all_negative_linear_term_gives_zero(solver):
 def test_nnk_weights_match_bounded_minimize(solver):
     rng = np.random.default_rng(3)
     points = rng.standard_normal((150, 5))
-    result = nnk.nnk_graph(points, k=15, kernel="gaussian", dtype="float64", solver=solver)
-    assert result.kkt_residual.max() <= result.kkt_tol
+    result = nnk.nnk_graph(points, k=15, kernel="gaussian", dtype="float64", solver=solver,
+                           kkt_tol=0)
+    assert (result.kkt_residual <= result.kkt_tol).all()
     for node in range(0, 150, 10):
         gram, linear = nnk.node_problem(result, points, node)
         reference = minimize(
@@ -170,7 +171,7 @@ def test_two_candidates_follow_kernel_ratio_interval():
     rng = np.random.default_rng(10)
     for _ in range(200):
         tri = rng.standard_normal((3, 2))
-        result = nnk.nnk_graph(tri, k=2, kernel="gaussian", sigma=1.0, dtype="float64")
+        result = nnk.nnk_graph(tri, k=2, kernel="gaussian", sigma=1.0, dtype="float64", kkt_tol=0)
         gram, linear = nnk.node_problem(result, tri, 0)
         ratio = linear[0] / linear[1]
         inside = gram[0, 1] < ratio < 1.0 / gram[0, 1]
@@ -236,9 +237,15 @@ def test_duplicates_raise_by_default_and_ridge_handles_them(solver):
     assert result.neighbors[3, 0] == 7 and result.neighbors[7, 0] == 3
     near = np.isin(result.neighbors[3], [7, 8])
     assert result.weights[3, near].sum() > 0.99 and result.errors[3] < 1e-5
-    # a third point sees the two copies as one: they share its weight equally
+    # a third point sees the two copies as one: the first copy the solver adds takes the whole
+    # weight (the second's gain is the ridge's, below the tolerance), so the pair counts once
     slots = [list(result.neighbors[8]).index(3), list(result.neighbors[8]).index(7)]
     w = result.weights[8, slots]
+    assert min(w) == 0 and max(w) > 0.1
+    # solved exactly, the copies share the weight equally
+    exact = nnk.nnk_graph(points, k=5, kernel="gaussian", duplicates="ridge", dtype="float64",
+                          solver=solver, kkt_tol=0)
+    w = exact.weights[8, slots]
     assert w[0] == pytest.approx(w[1], rel=1e-6, abs=1e-9)
 
 
@@ -313,7 +320,7 @@ def test_compiled_and_torch_solvers_agree(kernel, dtype):
             theirs = _objective(gram, linear, batched.weights[node].astype(np.float64))
             assert ours == pytest.approx(theirs, abs=2e-4)
     assert compiled.weights.dtype == batched.weights.dtype == np.dtype(dtype)
-    assert compiled.kkt_residual.max() <= compiled.kkt_tol
+    assert (compiled.kkt_residual <= compiled.kkt_tol).all()
 
 
 def test_compiled_solver_hands_flagged_nodes_to_torch(monkeypatch):
@@ -327,11 +334,11 @@ def test_compiled_solver_hands_flagged_nodes_to_torch(monkeypatch):
     def flagging(*args):
         outputs = list(original(*args))
         start, stop = args[3], args[4]
-        status = outputs[-1].copy()
+        status = outputs[6].copy()  # (weights, ..., iterations, status, tolerances)
         for node in flagged[(flagged >= start) & (flagged < stop)]:
             status[node - start] = nnk_compiled.SINGULAR
             outputs[0][node - start] = -1.0  # garbage that the retry must overwrite
-        outputs[-1] = status
+        outputs[6] = status
         return tuple(outputs)
 
     monkeypatch.setattr(nnk_compiled, "nnk_nodes", flagging)
@@ -347,7 +354,7 @@ def test_compiled_qp_reports_iteration_cap_and_then_raises():
 
     gram, linear = _random_spd_problems(4, 8, seed=15)
     linear = np.abs(linear) + 1.0  # several coordinates must enter, so one step is not enough
-    _, _, _, status = nnk_compiled.solve_batch(gram, linear, 1e-9, 1)
+    _, _, _, status = nnk_compiled.solve_batch(gram, linear, np.full(len(linear), 1e-9), 1)
     assert (status == nnk_compiled.NOT_CONVERGED).any()
     with pytest.raises(RuntimeError, match="did not converge"):
         nnk.nonnegative_qp(torch.from_numpy(gram), torch.from_numpy(linear), max_iter=1)
@@ -458,3 +465,61 @@ def test_grouped_nnk_is_importable_from_the_graph_entry_point():
     from sslgeom.nnk import grouped_nnk
 
     assert grouped_nnk is nnk.grouped_nnk and grouped_nnk.__module__ == "sslgeom.nnk"
+
+
+# ---------------------------------------------------------------- the relative KKT tolerance
+
+
+def _offset_patch(dim, size, seed, n=300, noise=1e-3):
+    from sslgeom import synthetic
+
+    return synthetic.offset_manifold("flat", n, dim, 16, size=size, offset=2.0,
+                                     noise=noise * size, seed=seed)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_each_node_is_solved_to_its_relative_tolerance(solver):
+    points = _offset_patch(3, 1.0, seed=21)
+    result = nnk.nnk_graph(points, 12, solver=solver)
+    expected = nnk.node_kkt_tol(result.kernel_values.astype(np.float64), 0.01, nnk.KKT_FLOOR)
+    np.testing.assert_allclose(result.kkt_tol, expected, rtol=1e-4)
+    assert result.relative_kkt_tol == 0.01
+    assert (result.kkt_residual <= result.kkt_tol).all()
+    # no pruned candidate correlates with the residual above the node's tolerance
+    for node in range(0, 300, 25):
+        gram, linear = nnk.node_problem(result, points, node)
+        gradient = gram @ result.weights[node].astype(np.float64) - linear
+        assert (-gradient[~result.kept[node]] <= result.kkt_tol[node] * (1 + 1e-3)).all()
+
+
+@pytest.mark.parametrize("dim", [2, 4])
+def test_the_count_does_not_change_when_the_manifold_is_concentrated(dim):
+    # the same patch (noise included) shrunk 8x towards its centre: every kernel distance
+    # 1 - K_ij shrinks about 64x, and so does each node's tolerance
+    wide = _offset_patch(dim, 1.0, seed=dim)
+    centre = wide.mean(axis=0)
+    narrow = centre + (wide - centre) / 8
+    counts = [nnk.nnk_graph(x, 20, dtype=dtype).n_neighbors.mean()
+              for x in (wide, narrow) for dtype in ("float32", "float64")]
+    assert max(counts) - min(counts) < 0.1, counts
+    absolute = [nnk.nnk_graph(x, 20, kkt_tol=0).n_neighbors.mean() for x in (wide, narrow)]
+    assert counts[0] < absolute[0]  # the tolerance prunes what only fits the noise
+
+
+def test_torch_and_compiled_solvers_find_the_same_support_at_the_tolerance():
+    points = _offset_patch(5, 1.0, seed=22, noise=1e-2)
+    compiled = nnk.nnk_graph(points, 20, dtype="float64", solver="compiled")
+    batched = nnk.nnk_graph(points, 20, dtype="float64", solver="torch")
+    np.testing.assert_array_equal(compiled.kept, batched.kept)
+    np.testing.assert_allclose(compiled.weights, batched.weights, atol=1e-10)
+
+
+@pytest.mark.parametrize("bad, error", [(-0.1, ValueError), (1.0, ValueError),
+                                        (np.nan, ValueError), ("0.01", TypeError),
+                                        (True, TypeError)])
+def test_bad_relative_tolerance_raises(bad, error):
+    points = _offset_patch(2, 1.0, seed=23, n=40)
+    with pytest.raises(error, match="kkt_tol"):
+        nnk.nnk_graph(points, 5, kkt_tol=bad)
+    with pytest.raises(error, match="kkt_tol"):
+        nnk.grouped_nnk(points.reshape(2, 20, -1), 5, kkt_tol=bad)

@@ -60,9 +60,11 @@ reads as a curvature of order ``e / L**2``: on flat 2-D data with ``L = 0.1`` an
 the estimate is 0.12 instead of 0, on a circle of radius 1 with ``L = 0.016`` and ``e = 6e-3`` it
 is 11.5 instead of 1, and it grows as sampling gets denser. Tangents fitted to all ``k``
 candidates (``tangents="knn"``) are steadier (1.6 on that circle) at the price of a bias on clean
-data. Precision: graphs are built in float64 by default; float32 graphs of the cosine kernel stop
-the solver at a tolerance (1e-4 of the kernel) coarser than fine neighbourhoods, which then
-keep about one neighbour (an offset line read 0.61 instead of 1 in float32).
+data. Graph: :func:`curvature` builds the **exact** NNK graph (``kkt_tol=0``, float64) by
+default. A node's tangent needs at least ``d`` neighbour offsets, which the exact graph of clean
+data keeps (a curve's node keeps both sides); at the book's relative tolerance
+(:func:`sslgeom.nnk.nnk_graph`) a node whose far side is much farther than its near side can
+keep one neighbour, and its tangent is then the direction of one edge.
 
 Typical use::
 
@@ -444,14 +446,16 @@ def curvature(
         See :func:`edge_curvatures`.
     **nnk_kwargs
         Passed to :func:`sslgeom.nnk.nnk_graph`; defaults ``duplicates="ridge"`` (as the geometry
-        table) and ``dtype="float64"`` (see the module docstring, Precision).
+        table), ``dtype="float64"`` and ``kkt_tol=0``, the exact graph (see the module
+        docstring, Graph).
 
     Returns
     -------
     CurvatureEstimate
     """
     nnk_kwargs.setdefault("duplicates", "ridge")
-    nnk_kwargs.setdefault("dtype", "float64")  # see the module docstring (Precision)
+    nnk_kwargs.setdefault("dtype", "float64")
+    nnk_kwargs.setdefault("kkt_tol", 0.0)  # exact graph: see the module docstring (Graph)
     result = nnk.nnk_graph(features, k, kernel=kernel, **nnk_kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

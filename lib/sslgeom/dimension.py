@@ -22,27 +22,34 @@ neighbour count, is capped by the span of the data plus one. An offset manifold 
 dimension after normalisation; a little noise keeps the kernel matrices from being exactly
 rank deficient (where the count is set by rounding, not by geometry).
 
-Precision matters for the count (measured, see ``tests/test_dimension.py`` and the
-calibration): with the cosine kernel the book's float32 graphs stop the solver at a tolerance
-(1e-4 of the kernel) that ignores what the noise adds at fine scales, while float64 graphs
-resolve it: an offset line with noise 1e-4 to 1e-2 has about 1 neighbour in float32 (up to 3.6
-at noise 1e-2) and 8 to 20 in float64, whose count decreases from dimension 1 to 3 before it
-increases. With the Gaussian kernel, float32 graphs of a nearly noise-free line (noise 1e-4)
-raise ``FloatingPointError`` in the solver's fallback; pass ``dtype="float64"`` there.
+What the count counts. The NNK graphs stop each node's solver at a tolerance relative to the
+node's own kernel scale (:func:`sslgeom.nnk.nnk_graph`, default 0.01 of ``mean_j (1 - K_ij)``,
+chosen by :func:`tolerance_rule`), so the count does not change when the features are more or
+less concentrated, and float32 and float64 graphs give the same count. The count reads the
+dimension at the scale of a node's neighbours: where the noise is as large as the sampling
+spacing, the neighbours see the noise's dimensions, and so does the count (as TwoNN does).
+:func:`noise_to_spacing` measures this (noise norm over the median nearest-neighbour distance of
+the clean points); measured on the default calibration, noise moves the count by at most 0.12
+neighbours up to a ratio of 0.1 (:data:`RESOLVED_NOISE_TO_SPACING`, the settings the curve
+uses), by up to 0.47 between 0.15 and 0.2, and by several neighbours past 0.5 (a line with noise
+1e-2 keeps about 8 of 20 candidates).
 
 Measured with the defaults (``calibration_table()``: flat patches and spheres of dimension 1-8,
-n = 200, 400, 800, noise 1e-4, 1e-3, 1e-2, 32 coordinates, offset 2, k = 20), median count
-per true dimension 1..8 with its 10-90% range over the 18 settings:
+n = 200, 400, 800, noise 1e-4, 1e-3, 1e-2, 32 coordinates, offset 2, k = 20; 94 of the 144
+settings resolved), median count per true dimension 1..8 over the resolved settings, with its
+range:
 
-- cosine kernel, float32 (the book's graphs): 1.5 2.9 3.8 4.6 5.2 5.8 6.1 6.6; ranges
-  1.0-3.7, 2.6-4.5, 3.6-4.8, 4.4-5.0, 5.0-5.5, 5.4-6.0, 5.8-6.6, 6.4-7.0. Noise 1e-2 lifts
-  dimensions 1-3 by 0.7-2.5, sample size (200 to 800) moves dimensions 6-8 by 0.3-0.6; above 4
-  the curve gains 0.4-0.6 per dimension, so a count reads as a dimension to about +-1 there;
-- Gaussian kernel, float64: 4.1 4.2 7.0 9.4 11.8 13.9 15.5 16.8 (about 2 d + 1 for d = 2-5,
-  then bending towards k); a line's count is set by the noise (2.1-19.5);
-- flat tori count higher than flat patches of the same dimension (cosine: 9.4 against 6.5 at
-  d = 8), and a centred flat patch under the cosine kernel counts as the sphere one dimension
-  lower (``tests/test_dimension.py``).
+- cosine kernel (the book's graphs; float32 and float64 agree): 1.96 2.91 3.70 4.43 5.00 5.53
+  5.84 6.30; ranges 1.96 (one setting), 2.82-2.94, 3.60-3.82, 4.23-4.59, 4.78-5.30,
+  5.14-5.87, 5.62-6.36, 6.06-6.80. About ``d + 1`` for ``d = 1-3`` (an interior node is
+  enclosed by a simplex of ``d + 1`` neighbours), then a gain of 0.3-0.6 per dimension, so a
+  count reads as a dimension to about +-1 above 4; sample size (200 to 800) moves dimensions
+  5-8 by 0.3-0.5;
+- Gaussian kernel: 1.94 3.73 5.56 7.13 8.70 9.65 10.70 11.32 (about ``2 d`` for ``d = 2-4``,
+  then bending towards k);
+- flat tori count higher than flat patches of the same dimension (cosine, n = 400: 5.7 against
+  4.3 at d = 4, 8.9 against 6.2 at d = 8), and a centred flat patch under the cosine kernel
+  counts as the sphere one dimension lower (``tests/test_dimension.py``).
 
 The estimators on the same data: local PCA is exact on flat patches and spheres of every
 dimension up to noise 1e-3 but counts a torus's extrinsic curvature (a 3-torus reads 5, an
@@ -88,6 +95,10 @@ __all__ = [
     "nnk_neighbour_count",
     "calibration_table",
     "count_to_dimension",
+    "noise_to_spacing",
+    "RESOLVED_NOISE_TO_SPACING",
+    "TOLERANCE_GRID",
+    "tolerance_rule",
 ]
 
 #: Estimators run by :func:`estimate_dimension`, by their names here.
@@ -95,9 +106,36 @@ ESTIMATORS: tuple[str, ...] = ("twonn", "mle", "lpca")
 
 #: Columns of :func:`calibration_table` before the estimator columns.
 CALIBRATION_COLUMNS: tuple[str, ...] = (
-    "true_dim", "kind", "n_points", "noise", "kernel", "k", "nnk_count", "nnk_count_q10",
-    "nnk_count_q90",
+    "true_dim", "kind", "n_points", "noise", "noise_to_spacing", "kernel", "k", "nnk_count",
+    "nnk_count_q10", "nnk_count_q90",
 )
+
+#: A manifold counts as resolved at the scale of its neighbours when the norm of its noise is at
+#: most this fraction of the median nearest-neighbour distance of its noise-free points
+#: (:func:`count_to_dimension` calibrates on such settings only).
+RESOLVED_NOISE_TO_SPACING = 0.1
+
+
+def noise_to_spacing(clean_points: np.ndarray, noise: float) -> float:
+    """Norm of isotropic noise over the median nearest-neighbour distance of the clean points.
+
+    Parameters
+    ----------
+    clean_points : np.ndarray, shape (n_points, ambient_dim)
+        The manifold's points before noise.
+    noise : float
+        Standard deviation per coordinate; its expected norm is ``noise * sqrt(ambient_dim)``.
+
+    Returns
+    -------
+    float
+        Below about 0.1 the noise is small against the sampling spacing and a node's
+        neighbours see the manifold's own dimension; near 1 and above they see the noise's.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    distances, _ = NearestNeighbors(n_neighbors=2).fit(clean_points).kneighbors(clean_points)
+    return float(noise * np.sqrt(clean_points.shape[1]) / np.median(distances[:, 1]))
 
 
 def _skdim_estimator(name: str):
@@ -277,6 +315,65 @@ def nnk_neighbour_count(
     return mean
 
 
+#: Relative KKT tolerances :func:`tolerance_rule` chooses from (half decades).
+TOLERANCE_GRID: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1)
+
+
+def tolerance_rule(
+    grid: Sequence[float] = TOLERANCE_GRID,
+    ks: Sequence[int] = (10, 20, 30),
+    *,
+    n_points: int = 400,
+    noise: float = 1e-5,
+    min_count: float = 1.9,
+    ambient_dim: int = 32,
+    seed: int = 0,
+) -> tuple[float, pd.DataFrame]:
+    """The rule that sets the NNK graphs' relative KKT tolerance, and what it measured.
+
+    A nearly noise-free line (an offset flat of dimension 1, noise far below its spacing) has
+    one NNK neighbour on each side of every interior node when solved exactly. The tolerance
+    decides how small a candidate's gain may be and still count, so it sets the scale below
+    which structure counts as noise: larger values ignore more noise, too large ones prune the
+    line's far side. The rule takes the **largest** value of ``grid`` at which the line keeps
+    both sides, a mean count of at least ``min_count``, at every ``k`` of ``ks`` (the far side's
+    gain relative to the mean kernel distance shrinks as ``k`` grows: about
+    ``24 / ((k/2 + 1)(k + 1))`` on an evenly spaced line, 0.10 at ``k = 20``). The default ``ks``
+    are the book's: 10 for augmentation curves, 20 for semantic manifolds, and 10 and 30 in
+    chapter 04's sensitivity variants. Measured on four lines (seeds 0-3): the rule picks 0.01
+    on each; at ``k = 50``, outside the book's range, 0.01 keeps both sides at 1.87-1.91.
+
+    Parameters
+    ----------
+    grid : sequence of float
+        Candidate relative tolerances.
+    ks : sequence of int
+        Candidate counts the rule must hold for.
+    n_points, noise, ambient_dim, seed
+        The line (:func:`sslgeom.synthetic.offset_manifold`, offset 2); the default noise is
+        about 0.02 of the sampling spacing (:func:`noise_to_spacing`).
+    min_count : float
+        Mean count that counts as "both sides" (interior nodes have 2, the two ends 1).
+
+    Returns
+    -------
+    chosen : float
+        The largest tolerance that passes (``nan`` if none does).
+    table : pandas.DataFrame
+        One row per ``(relative_tol, k)``: ``mean_count`` and ``passes``.
+    """
+    line = synthetic.offset_manifold("flat", check_int(n_points, "n_points", minimum=max(ks) + 2),
+                                     1, ambient_dim, offset=2.0, noise=float(noise), seed=seed)
+    rows = [{"relative_tol": float(tol), "k": int(k),
+             "mean_count": nnk_neighbour_count(line, int(k), "cosine", kkt_tol=float(tol))}
+            for tol in grid for k in ks]
+    table = pd.DataFrame(rows)
+    table["passes"] = table["mean_count"] >= min_count
+    passing = table.groupby("relative_tol")["passes"].all()
+    chosen = float(passing[passing].index.max()) if passing.any() else float("nan")
+    return chosen, table
+
+
 def _setting_seed(seed: int, *parts: int) -> list[int]:
     """A seed sequence for one calibration setting, so each setting is reproducible alone."""
     return [int(seed), *(int(p) for p in parts)]
@@ -350,14 +447,14 @@ def calibration_table(
     rows = []
     for dim, kind, n_points, noise in tqdm(settings, desc="calibration", disable=not progress):
         n_points = check_int(n_points, "sample size", minimum=max(k, n_neighbors) + 2)
-        points = synthetic.offset_manifold(
-            kind, n_points, int(dim), ambient_dim, offset=offset, noise=float(noise),
-            seed=int(np.random.default_rng(_setting_seed(seed, dim, n_points)).integers(2**31)),
-        )
+        manifold_seed = int(np.random.default_rng(_setting_seed(seed, dim, n_points)).integers(2**31))
+        points, clean = (synthetic.offset_manifold(kind, n_points, int(dim), ambient_dim,
+                                                   offset=offset, noise=level, seed=manifold_seed)
+                         for level in (float(noise), 0.0))
         count, q10, q90 = nnk_neighbour_count(points, k, kernel, quantiles=True, **nnk_kwargs)
         row = {"true_dim": int(dim), "kind": kind, "n_points": n_points, "noise": float(noise),
-               "kernel": kernel, "k": int(k), "nnk_count": count, "nnk_count_q10": q10,
-               "nnk_count_q90": q90}
+               "noise_to_spacing": noise_to_spacing(clean, float(noise)), "kernel": kernel,
+               "k": int(k), "nnk_count": count, "nnk_count_q10": q10, "nnk_count_q90": q90}
         if len(estimators):  # an empty sequence skips them (the estimators ignore the kernel)
             estimates = estimate_dimension(points, estimators, n_neighbors=n_neighbors,
                                            local=local)
@@ -412,7 +509,8 @@ class CalibrationCurve:
 
 
 def count_to_dimension(
-    calibration: pd.DataFrame, *, kinds: Sequence[str] | None = None
+    calibration: pd.DataFrame, *, kinds: Sequence[str] | None = None,
+    max_noise_to_spacing: float | None = RESOLVED_NOISE_TO_SPACING,
 ) -> CalibrationCurve:
     """The calibration curve count -> dimension of a :func:`calibration_table`.
 
@@ -422,6 +520,11 @@ def count_to_dimension(
         From :func:`calibration_table`, for one ``k`` and kernel.
     kinds : sequence of str, optional
         Restrict to these manifold kinds (default: all in the table).
+    max_noise_to_spacing : float or None
+        Use only the settings whose noise is at most this fraction of the sampling spacing
+        (:func:`noise_to_spacing`; default :data:`RESOLVED_NOISE_TO_SPACING`): where the noise
+        is as large as the spacing, a node's neighbours see the noise's dimensions, and the
+        count (like TwoNN) reads them. ``None`` uses every setting.
 
     Returns
     -------
@@ -440,6 +543,16 @@ def count_to_dimension(
     table = calibration if kinds is None else calibration[calibration["kind"].isin(list(kinds))]
     if table.empty:
         raise ValueError(f"no rows of kinds {kinds} in the calibration table.")
+    if max_noise_to_spacing is not None:
+        if "noise_to_spacing" not in table.columns:
+            raise ValueError("calibration lacks the column 'noise_to_spacing'; pass the table of "
+                             "calibration_table(), or max_noise_to_spacing=None.")
+        table = table[table["noise_to_spacing"] <= max_noise_to_spacing]
+        if table.empty:
+            raise ValueError(
+                f"no calibration setting has noise at most {max_noise_to_spacing} of its "
+                "sampling spacing; calibrate with less noise or fewer points, or pass "
+                "max_noise_to_spacing=None.")
     grouped = table.groupby("true_dim")["nnk_count"]
     curve = pd.DataFrame({
         "count_median": grouped.median(), "count_q10": grouped.quantile(0.1),

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from sslgeom.qp import DEFAULT_RELATIVE_KKT_TOL, check_relative_tol
 from sslgeom.validation import check_choice, check_int, check_names
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ KERNELS: tuple[str, ...] = ("cosine", "gaussian")
 GRAPHS: tuple[str, ...] = ("knn", "nnk")
 
 #: Cache namespace and version of the per-part tables (bump the version when their content changes).
-_CACHE_NAMESPACE, _CACHE_VERSION = "geometry", "geometry-v3"
+_CACHE_NAMESPACE, _CACHE_VERSION = "geometry", "geometry-v4"
 
 
 def check_table(table: pd.DataFrame) -> None:
@@ -77,6 +78,9 @@ class GeometrySettings:
     graphs : tuple of {"knn", "nnk"}
         Neighbourhoods whose metrics are computed, stored sorted (the kNN baseline roughly doubles
         the cost).
+    kkt_tol : float
+        Relative KKT tolerance of every NNK graph (:func:`sslgeom.nnk.nnk_graph`; default 0.01,
+        the rule of chapter 03).
     seed : int
         Seed of the image choice and of the views.
 
@@ -97,6 +101,7 @@ class GeometrySettings:
     n_views: int = 32
     k_augmentation: int = 10
     graphs: tuple[str, ...] = GRAPHS
+    kkt_tol: float = DEFAULT_RELATIVE_KKT_TOL
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,6 +113,7 @@ class GeometrySettings:
         if self.n_points is not None:
             set_("n_points", check_int(self.n_points, "n_points", minimum=2))
         check_choice(self.kernel, KERNELS, "kernel")
+        set_("kkt_tol", check_relative_tol(self.kkt_tol))
         graphs = check_names(self.graphs, GRAPHS, "graphs")
         if not graphs:
             raise ValueError(f"graphs must be a non-empty subset of {GRAPHS}; got {self.graphs!r}.")
@@ -133,7 +139,9 @@ class GeometrySettings:
 # One model's table, part by part
 # ---------------------------------------------------------------------------------------------
 
-def _node_metrics(features: np.ndarray, k: int, kernel: str, graphs: Sequence[str]) -> pd.DataFrame:
+def _node_metrics(
+    features: np.ndarray, k: int, kernel: str, graphs: Sequence[str], kkt_tol: float
+) -> pd.DataFrame:
     """Per-node metrics of the NNK graph and of the kNN baseline (rows labelled by ``graph``).
 
     ``features`` is one cloud ``(n_points, dim)`` or a stack of equal-size clouds
@@ -145,12 +153,12 @@ def _node_metrics(features: np.ndarray, k: int, kernel: str, graphs: Sequence[st
 
     if features.ndim == 3:
         k = min(int(k), features.shape[1] - 1)
-        result = grouped_nnk(features, k, kernel)
+        result = grouped_nnk(features, k, kernel, kkt_tol=kkt_tol)
         flat = features.reshape(-1, features.shape[-1])
     else:
         k = min(int(k), len(features) - 1)
         # identical points can occur (e.g. two views rounding to the same image): ridge, not error
-        result = nnk_graph(features, k=k, kernel=kernel, duplicates="ridge")
+        result = nnk_graph(features, k=k, kernel=kernel, duplicates="ridge", kkt_tol=kkt_tol)
         flat = features
     return pd.concat([mgm.node_metrics(result, flat, graph=graph) for graph in graphs], ignore_index=True)
 
@@ -179,13 +187,14 @@ def _semantic_part(
 
     semantic = manifolds.semantic_manifold(model, n_per_class=settings.n_per_class, seed=settings.seed,
                                            device=device, progress=False)
-    pooled = _node_metrics(semantic.features, settings.k, settings.kernel, graphs)
+    pooled = _node_metrics(semantic.features, settings.k, settings.kernel, graphs, settings.kkt_tol)
     classes = [semantic.for_class(c).features for c in semantic.classes]
     if len({len(c) for c in classes}) == 1:  # stratified choice: equal class sizes, one batch
-        within = _node_metrics(np.stack(classes), settings.k, settings.kernel, graphs)
+        within = _node_metrics(np.stack(classes), settings.k, settings.kernel, graphs,
+                               settings.kkt_tol)
     else:
-        within = pd.concat([_node_metrics(c, settings.k, settings.kernel, graphs) for c in classes],
-                           ignore_index=True)
+        within = pd.concat([_node_metrics(c, settings.k, settings.kernel, graphs, settings.kkt_tol)
+                            for c in classes], ignore_index=True)
     return pd.concat([_summarise(pooled, "semantic", "pooled"), _summarise(within, "semantic", "within_class")],
                      ignore_index=True)
 
@@ -197,18 +206,20 @@ def _augmentation_part(
     from sslgeom import manifolds
 
     families = None if settings.families is None else list(settings.families)
-    k, kernel = settings.k_augmentation, settings.kernel
+    k, kernel, tol = settings.k_augmentation, settings.kernel, settings.kkt_tol
     parts = []
     curves = manifolds.augmentation_manifolds(
         model, families=families, n_base=settings.n_base, n_points=settings.n_points,
         seed=settings.seed, device=device, progress=False)
     for family, manifold in curves.items():
-        parts.append(_summarise(_node_metrics(manifold.features, k, kernel, graphs), "augmentation", family))
+        parts.append(_summarise(_node_metrics(manifold.features, k, kernel, graphs, tol), "augmentation",
+                                family))
     if settings.n_views:
         cloud = manifolds.composition_manifold(
             model, n_base=settings.n_base, n_views=settings.n_views, families=families,
             seed=settings.seed, device=device, progress=False)
-        parts.append(_summarise(_node_metrics(cloud.features, k, kernel, graphs), "augmentation", "composition"))
+        parts.append(_summarise(_node_metrics(cloud.features, k, kernel, graphs, tol), "augmentation",
+                                "composition"))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -217,9 +228,9 @@ PartFunction = Callable[["ModelLike", GeometrySettings, Sequence[str], str], pd.
 #: Each part of the geometry table and the settings it depends on (its cache key uses only these),
 #: so that changing ``k`` reuses the augmentation part and changing ``n_base`` the semantic part.
 _PARTS: dict[str, tuple[PartFunction, tuple[str, ...]]] = {
-    "semantic": (_semantic_part, ("k", "kernel", "n_per_class", "seed")),
-    "augmentation": (_augmentation_part, ("k_augmentation", "kernel", "n_base", "n_points", "n_views",
-                                          "families", "seed")),
+    "semantic": (_semantic_part, ("k", "kernel", "kkt_tol", "n_per_class", "seed")),
+    "augmentation": (_augmentation_part, ("k_augmentation", "kernel", "kkt_tol", "n_base", "n_points",
+                                          "n_views", "families", "seed")),
 }
 
 

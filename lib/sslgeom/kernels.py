@@ -100,7 +100,31 @@ def gaussian_bandwidth(sq_distances):
     return float(sigma) if sigma.ndim == 0 else sigma
 
 
-def reconstruction_error(gram, linear, weights, ridge: float = 0.0):
+def neighbourhood_scale(kernel_values):
+    """Each node's kernel scale, ``mean_j (1 - K_ij)`` over its candidates.
+
+    ``1 - K_ij = ||phi(x_i) - phi(x_j)||^2 / 2`` for kernels with unit diagonal, so this is half
+    the node's mean squared distance to its candidates in the kernel's feature space. The NNK
+    graph measures its KKT tolerance and its duplicate ridge in this unit, per node
+    (:func:`sslgeom.qp.node_kkt_tol`), so that neither depends on how concentrated the
+    features are.
+
+    Parameters
+    ----------
+    kernel_values : np.ndarray or torch.Tensor, shape (n_nodes, k)
+        ``K_Si`` of each node.
+
+    Returns
+    -------
+    np.ndarray or torch.Tensor, shape (n_nodes,)
+        Float64.
+    """
+    if isinstance(kernel_values, torch.Tensor):
+        return (1.0 - kernel_values.to(torch.float64)).mean(dim=1)
+    return (1.0 - np.asarray(kernel_values, dtype=np.float64)).mean(axis=1)
+
+
+def reconstruction_error(gram, linear, weights, ridge=0.0):
     """Kernel-space reconstruction error of each point from its weighted candidates.
 
     ``||phi(x_i) - sum_j w_ij phi(x_j)||^2 = 1 - 2 K_Si^T w + w^T (K_SS - ridge I) w``, clipped
@@ -114,16 +138,21 @@ def reconstruction_error(gram, linear, weights, ridge: float = 0.0):
         ``K_Si`` of each point.
     weights : same type, shape (n_points, k)
         Reconstruction weights (NNK weights, or kNN kernel-weighted averages).
-    ridge : float
-        Diagonal ridge contained in ``gram``; removed so that the error is that of the kernel.
+    ridge : float or array of shape (n_points,)
+        Diagonal ridge contained in ``gram`` (one for all points or one per point); removed so
+        that the error is that of the kernel.
 
     Returns
     -------
     Same type, shape (n_points,)
     """
     if isinstance(gram, torch.Tensor):
+        ridge = torch.as_tensor(ridge, dtype=gram.dtype, device=gram.device)
+        ridge = ridge[:, None] if ridge.ndim == 1 else ridge
         quad = torch.bmm(gram, weights[:, :, None])[:, :, 0] - ridge * weights
         return (1.0 - 2.0 * (linear * weights).sum(1) + (weights * quad).sum(1)).clamp(min=0.0)
+    ridge = np.asarray(ridge, dtype=np.float64)
+    ridge = ridge[:, None] if ridge.ndim == 1 else ridge
     quad = np.einsum("bij,bj->bi", gram, weights) - ridge * weights
     return np.clip(1.0 - 2.0 * (linear * weights).sum(1) + (weights * quad).sum(1), 0.0, None)
 
@@ -203,7 +232,7 @@ def power_of_two_floor(values):
     return safe / (2 * mantissa)
 
 
-def unit_diagonal(gram, ridge: float = 0.0):
+def unit_diagonal(gram, ridge=0.0):
     """``K_SS`` with its diagonal set to exactly ``1 + ridge``.
 
     ``K(x, x) = 1`` for both kernels; kernel matrices built from the squared-distance expansion
@@ -212,7 +241,8 @@ def unit_diagonal(gram, ridge: float = 0.0):
     Parameters
     ----------
     gram : np.ndarray or torch.Tensor, shape (..., k, k)
-    ridge : float
+    ridge : float or array of shape (...)
+        One ridge for every matrix, or one per matrix.
 
     Returns
     -------
@@ -221,9 +251,11 @@ def unit_diagonal(gram, ridge: float = 0.0):
     k = gram.shape[-1]
     if isinstance(gram, torch.Tensor):
         eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
+        ridge = torch.as_tensor(ridge, dtype=gram.dtype, device=gram.device)
     else:
         eye = np.eye(k)
-    return gram * (1.0 - eye) + eye * (1.0 + ridge)
+        ridge = np.asarray(ridge, dtype=np.float64)
+    return gram * (1.0 - eye) + eye * (1.0 + ridge[..., None, None])
 
 
 def kernel_ratio_agreement(points, neighbors, kept, kernel_values, kernel: str, params: dict) -> float:

@@ -389,7 +389,9 @@ def _local_geometry(
         sq_norms = (cand**2).sum(-1)
         inner = cand @ np.transpose(cand, (0, 2, 1))
         pair_sq = np.maximum(sq_norms[:, :, None] + sq_norms[:, None, :] - 2.0 * inner, 0.0)
-        both = block_mask[:, :, None] & block_mask[:, None, :]
+        # pairs of distinct kept neighbours (the expansion leaves rounding on the diagonal, which
+        # would give a one-neighbour node a diameter of about 1e-7 instead of 0)
+        both = block_mask[:, :, None] & block_mask[:, None, :] & ~np.eye(k, dtype=bool)
         diameter[start:stop] = np.sqrt(np.where(both, pair_sq, 0.0).max(axis=(1, 2)))
         if graph == "nnk":
             error[start:stop] = result.errors[start:stop]

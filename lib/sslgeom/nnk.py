@@ -33,8 +33,13 @@ relative to that unit scale or to the kernel, whose diagonal is 1:
 - near-singular nodes (near-duplicate candidates): ``K_SS`` has unit diagonal, so the compiled
   solver flags a node whose Cholesky pivot is at most ``1e-12`` times its diagonal entry, and
   the torch solver re-solves it with the smallest jitter ``10 eps * 10**j <= 1e-2`` (relative to
-  the unit diagonal) that makes the restriction positive definite. The KKT tolerance
-  ``kkt_tol`` is relative to the kernel values, which are at most 1.
+  the unit diagonal) that makes the restriction positive definite.
+- KKT tolerance: relative to each node's neighbourhood, ``kkt_tol * mean_j (1 - K_ij)``
+  (:func:`sslgeom.qp.node_kkt_tol`), so it is free of the features' units *and* of how
+  concentrated they are: a manifold shrunk towards a point keeps its neighbours. The exact
+  solution (``kkt_tol=0``) is not the book's count: it also reconstructs noise far below the
+  sampling scale (a noisy line keeps about 8 of 20 candidates instead of 2); chapter 03 states
+  the rule that chose the default 0.01.
 
 Typical use (many small manifolds and a few large ones)::
 
@@ -59,6 +64,7 @@ from .kernels import (
     gaussian_bandwidth,
     kernel_from_sq_distances,
     kernel_space,
+    neighbourhood_scale,
     power_of_two_floor,
     reconstruction_error,
     unit_diagonal,
@@ -83,9 +89,13 @@ from .neighbors import (
     unit_scale,
 )
 from .qp import (
+    DEFAULT_RELATIVE_KKT_TOL,
     SOLVERS,
     SolverName,
+    check_relative_tol,
     default_kkt_tol,
+    KKT_FLOOR,
+    node_kkt_tol,
     nonnegative_qp,
     numba_threads_for,
     solve_with_fallback,
@@ -107,6 +117,9 @@ __all__ = [
     "knn",
     "nonnegative_qp",
     "default_kkt_tol",
+    "DEFAULT_RELATIVE_KKT_TOL",
+    "KKT_FLOOR",
+    "node_kkt_tol",
     "symmetrize",
     "node_problem",
 ]
@@ -145,21 +158,24 @@ class NNKResult:
         Everything needed to rebuild each node's problem: ``{"sigma": float}`` (in the input's
         units) for the Gaussian kernel ``exp(-||x_i - x_j||^2 / (2 sigma^2))``,
         ``{"power": float}`` for the cosine kernel ``((1 + cos(x_i, x_j)) / 2) ** power``.
-    kkt_tol : float
-        Stopping tolerance of the solver (relative to the kernel values, which are at most 1,
-        hence free of the features' units): every node has ``theta >= 0`` exactly and
-        ``g = K_SS theta - K_Si`` satisfies ``g_j >= -kkt_tol`` where ``theta_j = 0``; on the
-        support ``g_j = 0`` up to the rounding of the linear solve.
+    kkt_tol : np.ndarray, shape (n_points,)
+        Each node's stopping tolerance, ``max(relative_kkt_tol * mean_j (1 - K_ij), floor)``
+        (:func:`sslgeom.qp.node_kkt_tol`): every node has ``theta >= 0`` exactly and
+        ``g = K_SS theta - K_Si`` satisfies ``g_j >= -kkt_tol[i]`` where ``theta_j = 0``; on
+        the support ``g_j = 0`` up to the rounding of the linear solve.
+    relative_kkt_tol : float
+        The ``kkt_tol`` argument of :func:`nnk_graph` (a fraction of each node's mean kernel
+        distance to its candidates).
     kkt_residual : np.ndarray, shape (n_points,)
         Achieved KKT residual per node, ``max(max_{theta_j > 0} |g_j|,
-        max_{theta_j = 0} -g_j)``: about 1e-15 in float64; in float32 up to about ``kkt_tol``
-        (1e-4) when ``K_SS`` is badly conditioned.
+        max_{theta_j = 0} -g_j)``: about 1e-15 (the solves run in float64).
     n_iterations : int
         Active-set iterations of the slowest node (compiled solver: coordinates added) or block
         (torch solver).
     ridge : float
-        Value added to the diagonal of every ``K_SS`` (0 unless duplicates were allowed);
-        relative to the unit diagonal of the kernel.
+        Relative diagonal ridge (0 unless duplicates were allowed): node ``i``'s ``K_SS`` carries
+        ``ridge * mean_j (1 - K_ij)`` on its diagonal (:attr:`node_ridge`), a fraction of its
+        own kernel scale, as the tolerance.
     candidates : str
         How the candidates were found: ``"exact"`` (the ``k`` nearest neighbours), or the
         **approximate** index ``"hnsw"`` / ``"ivf"`` (then ``neighbors`` are the ``k`` nearest
@@ -177,12 +193,18 @@ class NNKResult:
     adjacency: sp.csr_matrix
     kernel: str
     kernel_params: dict = field(default_factory=dict)
-    kkt_tol: float = 0.0
+    kkt_tol: np.ndarray | None = None
+    relative_kkt_tol: float = DEFAULT_RELATIVE_KKT_TOL
     kkt_residual: np.ndarray | None = None
     n_iterations: int = 0
     ridge: float = 0.0
     candidates: str = "exact"
     candidate_settings: dict = field(default_factory=dict)
+
+    @property
+    def node_ridge(self) -> np.ndarray:
+        """The ridge on each node's diagonal, ``ridge * mean_j (1 - K_ij)``, shape ``(n_points,)``."""
+        return self.ridge * neighbourhood_scale(self.kernel_values)
 
     @property
     def n_points(self) -> int:
@@ -266,7 +288,7 @@ def nnk_graph(
     power: float = 1.0,
     duplicates: Literal["raise", "ridge"] = "raise",
     ridge: float = 1e-6,
-    kkt_tol: float | None = None,
+    kkt_tol: float = DEFAULT_RELATIVE_KKT_TOL,
     block_size: int | None = None,
     device: str | torch.device = "cpu",
     dtype="float32",
@@ -301,14 +323,22 @@ def nnk_graph(
         any positive integer keeps it positive definite).
     duplicates : {"raise", "ridge"}
         What to do when a point has an exact copy among its candidates: raise ``ValueError``
-        (default) or add ``ridge`` to the diagonal of every ``K_SS``. The test is exact and
+        (default) or add a ridge to the diagonal of every ``K_SS``. The test is exact and
         scale-free: rows equal bit for bit in the kernel's space at unit scale (see the module
         docstring); near-duplicates are near-singular nodes, which the solver handles.
     ridge : float
-        Diagonal ridge used with ``duplicates="ridge"``, relative to the kernel's unit diagonal.
-    kkt_tol : float, optional
-        KKT tolerance of the solver; default 1e-9 (float64) or 1e-4 (float32). Relative to the
-        kernel values (at most 1), so it does not depend on the features' units.
+        Diagonal ridge used with ``duplicates="ridge"``, relative to each node's kernel scale:
+        node ``i`` gets ``ridge * mean_j (1 - K_ij)`` (:func:`sslgeom.kernels.neighbourhood_scale`),
+        so that the ridge does not outweigh the geometry of concentrated features (an absolute
+        1e-6 did on a finely sampled line, where ``1 - K_ij`` is about 1e-5). A duplicated
+        candidate then counts once: after its first copy enters, the second one's gain is the
+        ridge's, far below the tolerance.
+    kkt_tol : float
+        KKT tolerance of the solver, relative to each node's neighbourhood: node ``i`` stops when
+        no pruned candidate has ``-g_j > kkt_tol * mean_j (1 - K_ij)`` (at least
+        :data:`sslgeom.qp.KKT_FLOOR`). Default 0.01 (chapter 03's
+        rule); 0 gives the exact solution, which also reconstructs noise below the sampling
+        scale. Free of the features' units and of their concentration.
     block_size : int, optional
         Nodes per batch of the torch solver; default keeps gathered candidates near 128 MiB.
     device : str or torch.device
@@ -376,6 +406,7 @@ def nnk_graph(
         raise ValueError(f"sigma must be a positive finite number, got {sigma!r}.")
     if not (np.isfinite(power) and power > 0):
         raise ValueError(f"power must be a positive finite number, got {power!r}.")
+    relative = check_relative_tol(kkt_tol)
     compiled = use_compiled(solver, device)
     torch_dtype = resolve_dtype(dtype)
     engine = _search_engine(candidates, knn_backend, device, torch_dtype)
@@ -388,9 +419,8 @@ def nnk_graph(
                                                       progress, equal_norms=kernel == "cosine")
         used_ridge = _ridge_for_duplicates(points, indices, sq_dist, duplicates, ridge)
         params, unit_params = _kernel_params(kernel, sq_dist, scale, sigma, power)
-        tol = default_kkt_tol(torch_dtype) if kkt_tol is None else float(kkt_tol)
-        stage = dict(kernel=kernel, params=unit_params, ridge=used_ridge, tol=tol,
-                     threads=solver_threads, progress=progress)
+        stage = dict(kernel=kernel, params=unit_params, ridge=used_ridge, relative_tol=relative,
+                     floor=KKT_FLOOR, threads=solver_threads, progress=progress)
         solved = _solve_nodes(points, indices, compiled, block_size, stage)
 
     neighbors_np = indices.cpu().numpy()
@@ -403,7 +433,8 @@ def nnk_graph(
         adjacency=symmetrize(neighbors_np, solved["weights"], solved["errors"]),
         kernel=kernel,
         kernel_params=params,
-        kkt_tol=tol,
+        kkt_tol=solved["kkt_tol"],
+        relative_kkt_tol=relative,
         kkt_residual=solved["kkt_residual"],
         n_iterations=int(solved["n_iterations"]),
         ridge=used_ridge,
@@ -577,7 +608,7 @@ def _solve_nodes(
 
 def _per_node_compiled(
     points: torch.Tensor, indices: torch.Tensor, *, kernel: str, params: dict, ridge: float,
-    tol: float, threads: int | None, progress: bool, chunk: int = 4096,
+    relative_tol: float, floor: float, threads: int | None, progress: bool, chunk: int = 4096,
 ) -> dict:
     """Per-node stage with the compiled solver; arrays ``(n_points, ...)`` in the points' dtype.
 
@@ -592,7 +623,7 @@ def _per_node_compiled(
     param = params["power"] if kernel == "cosine" else params["sigma"]
     cap = 4 * neighbors.shape[1] + 10
     names = ("weights", "errors", "kkt_residual", "kernel_values", "sq_distances", "iterations",
-             "status")
+             "status", "kkt_tol")
     parts: dict[str, list] = {name: [] for name in names}
     starts = range(0, len(array), chunk)
     floats = ("weights", "errors", "kkt_residual", "kernel_values", "sq_distances")
@@ -600,7 +631,8 @@ def _per_node_compiled(
         for start in tqdm(starts, desc="NNK", disable=not progress, leave=False):
             stop = min(start + chunk, len(array))
             outputs = nnk_compiled.nnk_nodes(array, sq_norms, neighbors, start, stop, code,
-                                             float(param), float(ridge), tol, cap)
+                                             float(param), float(ridge), float(relative_tol),
+                                             float(floor), cap)
             for name, values in zip(names, outputs):
                 # in the points' dtype chunk by chunk: no float64 copy of all n_points * k
                 parts[name].append(values.astype(array.dtype) if name in floats else values)
@@ -611,9 +643,14 @@ def _per_node_compiled(
 
 def _per_node_torch(
     points: torch.Tensor, indices: torch.Tensor, nodes: torch.Tensor, block_size: int | None, *,
-    kernel: str, params: dict, ridge: float, tol: float, threads: int | None, progress: bool,
+    kernel: str, params: dict, ridge: float, relative_tol: float, floor: float,
+    threads: int | None, progress: bool,
 ) -> dict:
-    """Per-node stage with batched tensor operations for the given ``nodes`` (any device)."""
+    """Per-node stage with batched tensor operations for the given ``nodes`` (any device).
+
+    The problems are formed and solved in float64 whatever the points' dtype, as the compiled
+    stage does (see :func:`sslgeom.nnk_compiled._inner_products` for why).
+    """
     n_nodes, k = len(nodes), indices.shape[1]
     dim = points.shape[1]
     dtype = points.dtype
@@ -622,8 +659,10 @@ def _per_node_torch(
     sq_distances = torch.empty_like(weights)
     errors = torch.empty(n_nodes, dtype=dtype, device=points.device)
     residuals = torch.empty_like(errors)
-    sq_norms = (points * points).sum(dim=1)
-    rows = block_size or min(2048, block_rows(k * dim, points.element_size()))
+    tolerances = torch.empty(n_nodes, dtype=torch.float64, device=points.device)
+    sq_norms = torch.cat([(block.to(torch.float64) ** 2).sum(dim=1)  # no float64 copy of all
+                          for block in points.split(65536)])
+    rows = block_size or min(2048, block_rows(k * dim, 8))  # gathered in float64
     max_iter = 0
     if threads is None and points.device.type == "cpu":
         # small batched operations: extra threads mostly wait on each other (measured about
@@ -638,22 +677,27 @@ def _per_node_torch(
                                                    kernel, params, ridge)
             sq_distances[start:stop] = node_sq
             kernel_values[start:stop] = linear
+            tol = node_kkt_tol(linear, relative_tol, floor)
             theta, residual, n_iter = nonnegative_qp(gram, linear, kkt_tol=tol,
                                                      num_threads=threads, solver="torch")
             max_iter = max(max_iter, n_iter)
-            weights[start:stop] = theta
-            residuals[start:stop] = residual
-            errors[start:stop] = reconstruction_error(gram, linear, theta, ridge)
+            weights[start:stop] = theta.to(dtype)
+            residuals[start:stop] = residual.to(dtype)
+            tolerances[start:stop] = tol
+            node_ridge = ridge * neighbourhood_scale(linear)
+            errors[start:stop] = reconstruction_error(gram, linear, theta, node_ridge).to(dtype)
     return {"weights": weights, "errors": errors, "kkt_residual": residuals,
             "kernel_values": kernel_values, "sq_distances": sq_distances,
-            "n_iterations": max_iter}
+            "kkt_tol": tolerances, "n_iterations": max_iter}
 
 
 def _node_problems(
     points: torch.Tensor, sq_norms: torch.Tensor, indices: torch.Tensor, node_ids: torch.Tensor,
     kernel: str, params: dict, ridge: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``K_SS`` (with the ridge), ``K_Si`` and squared candidate distances of a block of nodes.
+    """``K_SS`` (with each node's ridge), ``K_Si`` and squared candidate distances of a block.
+
+    Formed in float64 from the gathered rows (``sq_norms`` float64).
 
     Returns
     -------
@@ -663,14 +707,16 @@ def _node_problems(
     """
     n_nodes, k, dim = len(node_ids), indices.shape[1], points.shape[1]
     cand = indices[node_ids]
-    gathered = points.index_select(0, cand.reshape(-1)).view(n_nodes, k, dim)
+    gathered = points.index_select(0, cand.reshape(-1)).view(n_nodes, k, dim).to(torch.float64)
     inner = torch.bmm(gathered, gathered.transpose(1, 2))  # (b, k, k)
-    node_inner = torch.bmm(gathered, points[node_ids, :, None])[:, :, 0]
+    node_inner = torch.bmm(gathered, points[node_ids, :, None].to(torch.float64))[:, :, 0]
     cand_norms = sq_norms[cand]
     pair_sq = cand_norms[:, :, None] + cand_norms[:, None, :] - 2.0 * inner
     node_sq = (cand_norms + sq_norms[node_ids, None] - 2.0 * node_inner).clamp_(min=0.0)
-    gram = unit_diagonal(kernel_from_sq_distances(pair_sq.clamp_(min=0.0), kernel, params), ridge)
-    return gram, kernel_from_sq_distances(node_sq, kernel, params), node_sq
+    linear = kernel_from_sq_distances(node_sq, kernel, params)
+    gram = unit_diagonal(kernel_from_sq_distances(pair_sq.clamp_(min=0.0), kernel, params),
+                         ridge * neighbourhood_scale(linear))
+    return gram, linear, node_sq
 
 
 def node_problem(result: NNKResult, features, node: int) -> tuple[np.ndarray, np.ndarray]:
@@ -699,12 +745,13 @@ def node_problem(result: NNKResult, features, node: int) -> tuple[np.ndarray, np
     node_sq = ((cand - points[node]) ** 2).sum(-1)
     gram = kernel_from_sq_distances(pair_sq, result.kernel, params)
     linear = kernel_from_sq_distances(node_sq, result.kernel, params)
-    gram = gram + result.ridge * np.eye(len(linear))
+    gram = gram + result.ridge * neighbourhood_scale(linear[None])[0] * np.eye(len(linear))
     return gram, linear
 
 
 def grouped_nnk(
-    features: np.ndarray, k: int, kernel: str = "cosine", ridge: float = 1e-6
+    features: np.ndarray, k: int, kernel: str = "cosine", ridge: float = 1e-6,
+    kkt_tol: float = DEFAULT_RELATIVE_KKT_TOL,
 ) -> NNKResult:
     """NNK graphs of many small point clouds of equal size, solved in one batch.
 
@@ -723,8 +770,10 @@ def grouped_nnk(
         As in :func:`nnk_graph` (cosine: ``(1 + cos) / 2`` on L2-normalised rows; Gaussian:
         bandwidth = mean distance to the k-th neighbour of that cloud / 3).
     ridge : float
-        Added to the diagonal of every ``K_SS`` so that repeated points (identical views) are
-        allowed.
+        Relative ridge, as in :func:`nnk_graph` (always used here, so that repeated points,
+        identical views, are allowed).
+    kkt_tol : float
+        Relative KKT tolerance, as in :func:`nnk_graph` (float64 floor).
 
     Returns
     -------
@@ -736,6 +785,7 @@ def grouped_nnk(
         formed, as :func:`nnk_graph` does, and ``sq_distances`` are returned in the input's
         units.
     """
+    relative = check_relative_tol(kkt_tol)
     points = np.asarray(features, dtype=np.float64)
     if points.ndim != 3:
         raise ValueError(f"features must be (n_clouds, n_points, dim); got shape {points.shape}.")
@@ -755,20 +805,21 @@ def grouped_nnk(
         params = {"power": 1.0}
         linear = kernel_from_sq_distances(sq_dist, kernel, params)
         gram = kernel_from_sq_distances(cand_pairs, kernel, params)
-    gram = unit_diagonal(gram, ridge).reshape(-1, k, k)
     linear = linear.reshape(-1, k)
-    tol = default_kkt_tol("float64")
+    node_ridge = ridge * neighbourhood_scale(linear)
+    gram = unit_diagonal(gram.reshape(-1, k, k), node_ridge)
+    tol = node_kkt_tol(linear, relative, KKT_FLOOR)
     theta, residual, n_iter = nonnegative_qp(torch.from_numpy(gram), torch.from_numpy(linear),
-                                             kkt_tol=tol)
+                                             kkt_tol=torch.from_numpy(tol))
     theta, residual = theta.numpy(), residual.numpy()
-    errors = reconstruction_error(gram, linear, theta, ridge)
+    errors = reconstruction_error(gram, linear, theta, node_ridge)
     neighbors = (local + (np.arange(n_clouds) * n_points)[:, None, None]).reshape(-1, k)
     sq_dist = sq_to_input_units(sq_dist, scale)
     return NNKResult(
         neighbors=neighbors, weights=theta, errors=errors, sq_distances=sq_dist.reshape(-1, k),
         kernel_values=linear, adjacency=symmetrize(neighbors, theta, errors), kernel=kernel,
-        kernel_params=params, kkt_tol=tol, kkt_residual=residual, n_iterations=n_iter,
-        ridge=ridge,
+        kernel_params=params, kkt_tol=tol, relative_kkt_tol=relative, kkt_residual=residual,
+        n_iterations=n_iter, ridge=ridge,
     )
 
 

@@ -220,7 +220,8 @@ def solve_batch(gram, linear, tol, max_iter):
     ----------
     gram : float64 array (batch, m, m)
     linear : float64 array (batch, m)
-    tol : float
+    tol : float64 array (batch,)
+        KKT tolerance of each problem.
     max_iter : int
 
     Returns
@@ -229,7 +230,7 @@ def solve_batch(gram, linear, tol, max_iter):
     residual : float64 array (batch,)
     iterations : int64 array (batch,)
     status : int64 array (batch,)
-        :data:`KKT_FAILED` where the residual exceeds ``tol``.
+        :data:`KKT_FAILED` where the residual exceeds the problem's tolerance.
     """
     batch, m = linear.shape
     theta = np.zeros((batch, m))
@@ -241,11 +242,11 @@ def solve_batch(gram, linear, tol, max_iter):
         z = np.empty(m)
         passive = np.empty(m, dtype=np.int64)
         inside = np.empty(m, dtype=np.bool_)
-        code, count = solve_one(gram[node], linear[node], tol, max_iter, theta[node], chol, z,
-                                np.empty(m), passive, inside)
+        code, count = solve_one(gram[node], linear[node], tol[node], max_iter, theta[node], chol,
+                                z, np.empty(m), passive, inside)
         iterations[node] = count
         residual[node] = _residual(gram[node], linear[node], theta[node])
-        if code == OK and residual[node] > tol:
+        if code == OK and residual[node] > tol[node]:
             code = KKT_FAILED
         status[node] = code
     return theta, residual, iterations, status
@@ -265,8 +266,11 @@ def _inner_products(points, neighbors, node, rows, inner):
     ``(padded_rows(k), dim)``, zero-padded; contiguous, so they stay in cache). ``inner[a, b]``
     for ``b <= a`` receives ``rows[a] . rows[b]``, so row ``k`` holds the node's inner products.
     Tiles of 2 x 4 rows keep eight sums in registers per pass over ``dim``; ``fastmath`` lets
-    the compiler vectorise those sums (reassociation only). Sums are in the dtype of the points,
-    as a float32 matrix product would do.
+    the compiler vectorise those sums (reassociation only). ``rows`` and ``inner`` are float64
+    whatever the dtype of the points: the squared distances formed from the inner products
+    (``||a||^2 + ||b||^2 - 2 a.b``) cancel almost completely for near neighbours, and float32
+    sums would leave the kernel distances ``1 - K_ij`` of concentrated features (about 1e-6)
+    with errors of several percent, which is what decides the NNK support there.
     """
     n_rows, dim = rows.shape
     k = neighbors.shape[1]
@@ -323,9 +327,9 @@ def _kernel(sq_distance, kernel, param):
 
 
 @njit(cache=True, nogil=True)
-def _node_kernels(sq_norms, neighbors, node, inner, kernel, param, ridge, gram, linear, sq_out,
+def _node_kernels(sq_norms, neighbors, node, inner, kernel, param, gram, linear, sq_out,
                   cand_norms):
-    """``K_SS`` (``1 + ridge`` on the diagonal), ``K_Si`` and squared distances of one node.
+    """``K_SS`` (``1`` on the diagonal), ``K_Si`` and squared distances of one node.
 
     ``inner`` holds the inner products of :func:`_inner_products`; ``gram`` (k, k), ``linear``
     (k,), ``sq_out`` (k,) and the scratch ``cand_norms`` (k,) are overwritten. The diagonal is ``K(x, x) = 1`` for both kernels
@@ -340,7 +344,7 @@ def _node_kernels(sq_norms, neighbors, node, inner, kernel, param, ridge, gram, 
         sq = max(norm_a + sq_norms[node] - 2.0 * inner[k, a], 0.0)
         sq_out[a] = sq
         linear[a] = _kernel(sq, kernel, param)
-        gram[a, a] = 1.0 + ridge
+        gram[a, a] = 1.0
         for b in range(a):
             pair = max(norm_a + cand_norms[b] - 2.0 * inner[a, b], 0.0)
             gram[a, b] = _kernel(pair, kernel, param)
@@ -364,7 +368,8 @@ def _reconstruction_error(gram, linear, theta, ridge):
 
 
 @njit(cache=True, parallel=True)
-def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, tol, max_iter):
+def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, relative_tol, floor,
+              max_iter):
     """Kernel matrices and exact NNK weights of nodes ``start .. stop - 1``, in parallel.
 
     Parameters
@@ -381,9 +386,11 @@ def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, to
         :data:`COSINE` (``param`` = power) or :data:`GAUSSIAN` (``param`` = sigma).
     param : float
     ridge : float
-        Added to the diagonal of every ``K_SS``.
-    tol : float
-        KKT tolerance.
+        Relative ridge: ``ridge * mean_j (1 - K_ij)`` is added to the diagonal of the node's
+        ``K_SS``.
+    relative_tol, floor : float
+        Each node's KKT tolerance is ``max(relative_tol * mean_j (1 - K_ij), floor)``, the
+        definition of :func:`sslgeom.qp.node_kkt_tol` (this loop is tested equal to it).
     max_iter : int
 
     Returns
@@ -391,12 +398,14 @@ def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, to
     Arrays over the ``n_nodes = stop - start`` nodes:
     weights : float64 (n_nodes, k)
     errors : float64 (n_nodes,)
-        ``1 - 2 K_Si^T theta + theta^T (K_SS - ridge I) theta``, clipped at 0.
+        ``1 - 2 K_Si^T theta + theta^T K_SS theta`` (``K_SS`` without the ridge), clipped at 0.
     residual : float64 (n_nodes,)
     kernel_values : float64 (n_nodes, k)
     sq_distances : float64 (n_nodes, k)
     iterations : int64 (n_nodes,)
     status : int64 (n_nodes,)
+    tolerances : float64 (n_nodes,)
+        The KKT tolerance each node was solved to.
     """
     n_points, dim = points.shape
     n_nodes = stop - start
@@ -409,19 +418,31 @@ def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, to
     sq_distances = np.zeros((n_nodes, k))
     iterations = np.zeros(n_nodes, dtype=np.int64)
     status = np.zeros(n_nodes, dtype=np.int64)
+    tolerances = np.zeros(n_nodes)
     for local in prange(n_nodes):
         node = start + local
-        rows = np.empty((n_rows, dim), dtype=points.dtype)
-        inner = np.empty((n_rows, n_rows), dtype=points.dtype)
+        rows = np.empty((n_rows, dim))  # float64: see _inner_products
+        inner = np.empty((n_rows, n_rows))
         _inner_products(points, neighbors, node, rows, inner)
         gram = np.empty((k, k))
         linear = kernel_values[local]
-        _node_kernels(sq_norms, neighbors, node, inner, kernel, param, ridge, gram, linear,
+        _node_kernels(sq_norms, neighbors, node, inner, kernel, param, gram, linear,
                       sq_distances[local], np.empty(k))
         chol = np.empty((k, k))
         z = np.empty(k)
         passive = np.empty(k, dtype=np.int64)
         inside = np.empty(k, dtype=np.bool_)
+        # the node's scale mean_j (1 - K_ij) (sslgeom.kernels.neighbourhood_scale) sets its
+        # ridge and its tolerance
+        distance = 0.0
+        for j in range(k):
+            distance += 1.0 - linear[j]
+        scale = distance / k
+        node_ridge = ridge * scale
+        for j in range(k):
+            gram[j, j] += node_ridge
+        tol = max(relative_tol * scale, floor)
+        tolerances[local] = tol
         theta = weights[local]
         code, count = solve_one(gram, linear, tol, max_iter, theta, chol, z, np.empty(k), passive,
                                 inside)
@@ -430,5 +451,6 @@ def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, to
         if code == OK and residual[local] > tol:
             code = KKT_FAILED
         status[local] = code
-        errors[local] = _reconstruction_error(gram, linear, theta, ridge)
-    return weights, errors, residual, kernel_values, sq_distances, iterations, status
+        errors[local] = _reconstruction_error(gram, linear, theta, node_ridge)
+    return (weights, errors, residual, kernel_values, sq_distances, iterations, status,
+            tolerances)

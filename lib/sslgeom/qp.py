@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .kernels import neighbourhood_scale
 from .neighbors import resolve_dtype
 from .threads import numba_threads, torch_threads
 
@@ -119,8 +120,66 @@ def _masked_solve(gram: torch.Tensor, linear: torch.Tensor, passive: torch.Tenso
 
 
 def default_kkt_tol(dtype) -> float:
-    """Default KKT tolerance: 1e-9 in float64, 1e-4 in float32 (kernel values are <= 1)."""
+    """Default absolute KKT tolerance of :func:`nonnegative_qp`: 1e-9 in float64, 1e-4 in float32.
+
+    The NNK graphs do not use it: their tolerance is relative to each node's neighbourhood
+    (:func:`node_kkt_tol`).
+    """
     return 1e-9 if resolve_dtype(dtype) == torch.float64 else 1e-4
+
+
+#: Default relative KKT tolerance of the NNK graphs (:func:`node_kkt_tol`). Chapter 03 derives
+#: the rule that chose it and checks that the rule still picks it.
+DEFAULT_RELATIVE_KKT_TOL = 0.01
+
+
+#: Smallest per-node KKT tolerance of an NNK graph. The per-node problems are formed and solved
+#: in float64 whatever the features' dtype (float32 features are exact in float64), so the
+#: floor is float64 rounding of kernel values at most 1, with a margin.
+KKT_FLOOR = 1e-12
+
+
+def node_kkt_tol(kernel_values, relative_tol: float, floor: float):
+    """Per-node KKT tolerance of an NNK graph: ``max(relative_tol * mean_j (1 - K_ij), floor)``.
+
+    The scale is :func:`sslgeom.kernels.neighbourhood_scale`. ``1 - K_ij = ||phi(x_i) - phi(x_j)||^2 / 2`` (kernels with unit diagonal) is the node's
+    squared distance to candidate ``j`` in the kernel's feature space, and ``-g_j =
+    <phi(x_j), r_i>`` (``r_i`` the residual) has the same units, so the tolerance scales with
+    the neighbourhood: the graph of a manifold and of the same manifold shrunk towards a point
+    (more concentrated features) keep the same neighbours. ``relative_tol`` is the fraction of
+    the neighbourhood's mean squared distance below which a candidate's correlation with the
+    residual counts as noise.
+
+    Parameters
+    ----------
+    kernel_values : np.ndarray or torch.Tensor, shape (n_nodes, k)
+        ``K_Si`` of each node.
+    relative_tol : float
+        Non-negative; 0 asks for the exact solution (the floor).
+    floor : float
+        Smallest tolerance (:data:`KKT_FLOOR`).
+
+    Returns
+    -------
+    np.ndarray or torch.Tensor, shape (n_nodes,)
+        Float64 tolerances (same array library as ``kernel_values``).
+    """
+    scale = neighbourhood_scale(kernel_values)
+    if isinstance(scale, torch.Tensor):
+        return (relative_tol * scale).clamp(min=floor)
+    return np.maximum(relative_tol * scale, floor)
+
+
+def check_relative_tol(relative_tol) -> float:
+    """``relative_tol`` as a float; ``TypeError`` / ``ValueError`` saying what is allowed."""
+    if isinstance(relative_tol, bool) or not isinstance(relative_tol, (int, float, np.floating)):
+        raise TypeError(f"kkt_tol must be a number (a fraction such as 0.01), got "
+                        f"{type(relative_tol).__name__}.")
+    if not (np.isfinite(relative_tol) and 0 <= relative_tol < 1):
+        raise ValueError(f"kkt_tol is relative to each node's mean kernel distance 1 - K_ij and "
+                         f"must be in [0, 1) (default {DEFAULT_RELATIVE_KKT_TOL}; 0 solves "
+                         f"exactly); got {relative_tol!r}.")
+    return float(relative_tol)
 
 
 def nonnegative_qp(
@@ -140,14 +199,16 @@ def nonnegative_qp(
     KKT residual above ``kkt_tol``) is handed to the torch solver. ``"torch"`` is a primal
     active-set method run on all problems at once with batched tensor operations (any device).
 
-    The torch solver: phase 1 starts from the unconstrained solution and drops negative
-    coordinates until the solution on the passive set is positive (a feasible point). Phase 2
-    is Lawson-Hanson: add the coordinate with the most negative gradient, re-solve, and if some
-    coordinate turns non-positive step back to the boundary along the segment and drop it;
-    every step keeps feasibility and lowers the objective (adding several coordinates at once
-    was tried and can cycle). A problem stops
-    when its KKT conditions hold to ``kkt_tol``. Each iteration solves the systems on the
-    passive sets with batched Cholesky factorisations sized to the passive sets.
+    Both solvers follow one path, Lawson-Hanson from ``theta = 0``: add the coordinate with the
+    most negative gradient, re-solve on the passive set, and if some coordinate turns
+    non-positive step back to the boundary along the segment and drop it; every step keeps
+    feasibility and lowers the objective (adding several coordinates at once was tried and can
+    cycle). A problem stops when its KKT conditions hold to ``kkt_tol``. With a tolerance above
+    rounding the support found depends on the path (a different exact method could stop at
+    another support that also meets the tolerance), so the common path is what makes the
+    compiled and torch solvers return the same neighbours. The torch solver solves the systems
+    on the passive sets of all problems at once, with batched Cholesky factorisations sized to
+    the passive sets.
 
     Parameters
     ----------
@@ -155,9 +216,10 @@ def nonnegative_qp(
         Symmetric positive definite matrices ``G``.
     linear : torch.Tensor, shape (batch, m)
         Linear terms ``c``.
-    kkt_tol : float, optional
-        Stop when ``min_j g_j >= -kkt_tol`` over coordinates at zero, with ``g = G theta - c``.
-        Default :func:`default_kkt_tol` of the dtype.
+    kkt_tol : float or torch.Tensor of shape (batch,), optional
+        Stop when ``min_j g_j >= -kkt_tol`` over coordinates at zero, with ``g = G theta - c``
+        (one tolerance for all problems, or one per problem). Default :func:`default_kkt_tol`
+        of the dtype.
     max_iter : int, optional
         Iteration cap (default ``4 m + 10``); reaching it raises ``RuntimeError`` (the
         compiled solver first hands such problems to the torch solver).
@@ -185,7 +247,9 @@ def nonnegative_qp(
             f"{tuple(linear.shape)}."
         )
     m = linear.shape[1]
-    tol = default_kkt_tol(gram.dtype) if kkt_tol is None else float(kkt_tol)
+    if kkt_tol is None:
+        kkt_tol = default_kkt_tol(gram.dtype)
+    tol = torch.as_tensor(kkt_tol, dtype=torch.float64).expand(gram.shape[0]).clone()
     cap = 4 * m + 10 if max_iter is None else int(max_iter)
     if not use_compiled(solver, gram.device):
         with torch_threads_for(num_threads):
@@ -194,7 +258,8 @@ def nonnegative_qp(
 
 
 def _compiled_then_torch(
-    gram: torch.Tensor, linear: torch.Tensor, tol: float, cap: int, num_threads: int | None
+    gram: torch.Tensor, linear: torch.Tensor, tol: torch.Tensor, cap: int,
+    num_threads: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """:func:`nonnegative_qp` with the compiled solver, flagged problems re-solved in torch."""
     from . import nnk_compiled
@@ -203,14 +268,15 @@ def _compiled_then_torch(
         gram64 = np.ascontiguousarray(gram.detach().numpy(), dtype=np.float64)
         linear64 = np.ascontiguousarray(linear.detach().numpy(), dtype=np.float64)
         with numba_threads_for(num_threads):
-            theta, residual, iterations, status = nnk_compiled.solve_batch(gram64, linear64,
-                                                                           tol, cap)
+            theta, residual, iterations, status = nnk_compiled.solve_batch(
+                gram64, linear64, np.ascontiguousarray(tol.numpy()), cap)
         return {"theta": theta, "residual": residual, "status": status,
                 "n_iterations": int(iterations.max()) if len(linear64) else 0}
 
     def torch_solve(problems: torch.Tensor) -> dict:
         with torch_threads_for(num_threads):
-            theta, residual, n_iter = _active_set(gram[problems], linear[problems], tol, cap)
+            theta, residual, n_iter = _active_set(gram[problems], linear[problems],
+                                                  tol[problems], cap)
         return {"theta": theta, "residual": residual, "n_iterations": n_iter}
 
     solved = solve_with_fallback(compiled_solve, torch_solve)
@@ -220,18 +286,21 @@ def _compiled_then_torch(
 
 
 def _active_set(
-    gram: torch.Tensor, linear: torch.Tensor, tol: float, cap: int
+    gram: torch.Tensor, linear: torch.Tensor, tol: torch.Tensor, cap: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The loop of :func:`nonnegative_qp` on validated inputs."""
+    """The loop of :func:`nonnegative_qp` on validated inputs (``tol`` one per problem)."""
     batch, m = linear.shape
+    tol_sub = tol.to(device=gram.device, dtype=gram.dtype)
 
     theta = torch.zeros_like(linear)
     # Working set: the problems not finished yet, compacted as they finish.
     todo = torch.arange(batch, device=gram.device)
     g_sub, c_sub = gram, linear
-    p_sub = torch.ones_like(linear, dtype=torch.bool)
+    # Start from theta = 0 with an empty passive set, as the compiled solver does: with a
+    # tolerance above zero the support found depends on the path, and one path (Lawson-Hanson
+    # from zero) makes the two solvers return the same neighbours.
+    p_sub = torch.zeros_like(linear, dtype=torch.bool)
     t_sub = torch.zeros_like(linear)
-    f_sub = torch.zeros(batch, dtype=torch.bool, device=gram.device)  # holds a feasible point
     n_iter = 0
     while todo.numel() > 0:
         if n_iter >= cap:
@@ -247,20 +316,15 @@ def _active_set(
         # (a) z is positive on the passive set: accept it and test optimality.
         accept = ~blocked
         t_sub = torch.where(accept[:, None], z, t_sub)
-        f_sub = f_sub | accept
         grad = torch.bmm(g_sub, t_sub[:, :, None])[:, :, 0] - c_sub
         off_support = torch.where(p_sub, torch.full_like(grad, -math.inf), -grad)
         worst_value, worst_index = off_support.max(dim=1)
-        finished = accept & (worst_value <= tol)
+        finished = accept & (worst_value <= tol_sub)
         grow = (accept & ~finished).nonzero().squeeze(1)
         p_sub[grow, worst_index[grow]] = True
 
-        # (b) phase 1, no feasible point yet: drop the non-positive coordinates.
-        drop = blocked & ~f_sub
-        p_sub = torch.where(drop[:, None], p_sub & ~nonpositive, p_sub)
-
-        # (c) phase 2: move from the feasible theta towards z until a coordinate hits zero.
-        step_rows = (blocked & f_sub).nonzero().squeeze(1)
+        # (b) move from the feasible theta towards z until a coordinate hits zero.
+        step_rows = blocked.nonzero().squeeze(1)
         if step_rows.numel() > 0:
             t_old, z_new = t_sub[step_rows], z[step_rows]
             hits = nonpositive[step_rows]
@@ -276,7 +340,8 @@ def _active_set(
             theta[todo[finished]] = t_sub[finished]
             live = ~finished
             todo, g_sub, c_sub = todo[live], g_sub[live], c_sub[live]
-            p_sub, t_sub, f_sub = p_sub[live], t_sub[live], f_sub[live]
+            p_sub, t_sub = p_sub[live], t_sub[live]
+            tol_sub = tol_sub[live]
 
     grad = torch.bmm(gram, theta[:, :, None])[:, :, 0] - linear
     support = theta > 0
