@@ -644,7 +644,7 @@ def noise_ratio(values):
     return float(np.median(np.minimum(ratio, 3.0)))
 
 
-noise_x = noise_ratio(mgm_all.loc[:, mgm_all.loc[main_names].std() > 0])
+noise_x = noise_ratio(mgm_all.loc[:, stats.varying_columns(mgm_all.loc[main_names])])
 noise_y = noise_ratio(targets[target_columns["linear"]])
 noise_x, noise_y = (0.5 if not np.isfinite(v) else v for v in (noise_x, noise_y))
 n_effective = max(1, int(round(crossval.effective_descriptors(mgm_all.loc[main_names]))))

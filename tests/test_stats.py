@@ -225,3 +225,13 @@ def test_infinite_statistics_tie_instead_of_breaking_the_p_values():
     assert stats.permutation_pvalue(3.0, null_all) == pytest.approx(3 / 6)
     with pytest.raises(ValueError, match="NaN"):
         stats.exact_pvalue(np.nan, null_all)
+
+
+def test_varying_columns_ignores_rounding_of_equal_entries():
+    # 16/9 repeated: the mean rounds, and numpy's std can come out at 1e-17 instead of 0
+    values = np.column_stack([np.full(24, 16 / 9), np.linspace(0, 1, 24), np.full(24, 3.0),
+                              np.r_[np.zeros(23), 1e-9]])
+    np.testing.assert_array_equal(stats.varying_columns(values), [False, True, False, True])
+    assert stats.varying_columns(np.empty((0, 2))).tolist() == [False, False]
+    with pytest.raises(ValueError, match="2-D"):
+        stats.varying_columns(np.ones(3))

@@ -36,7 +36,7 @@ import pandas as pd
 from .design import unit_permutations
 from .prediction import (RIDGE_ALPHAS, SCORES, _average_ranks, _percentile_interval, _ridge_fit, _score_columns,
                          _select_columns)
-from .stats import exact_pvalue, participation_ratio, permutation_pvalue, power_curve
+from .stats import exact_pvalue, participation_ratio, permutation_pvalue, power_curve, varying_columns
 from .validation import check_choice, check_float, check_int
 
 __all__ = [
@@ -765,5 +765,5 @@ def effective_descriptors(descriptors: pd.DataFrame) -> float:
         Between 1 and the number of non-constant columns (NaN if none varies).
     """
     values = np.asarray(descriptors, dtype=np.float64)
-    values = values[:, values.std(axis=0) > 0]
+    values = values[:, varying_columns(values)]
     return participation_ratio(values) if values.shape[1] else float("nan")

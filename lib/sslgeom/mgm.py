@@ -588,8 +588,10 @@ def covered_candidates(result: nnk.NNKResult, features) -> np.ndarray:
     residual correlation, so NNK would have kept it); kept candidates cover themselves.
     Numerically the statement holds up to the solver's tolerance: the proof bounds the residual
     correlation of an uncovered candidate below by ``K_ij e_i``, and the solver stops once every
-    such correlation is below ``kkt_tol``, so candidates with ``K_ij e_i <= kkt_tol`` (kernel
-    values that underflow, around outliers) may be left uncovered.
+    such correlation is below the node's tolerance ``kkt_tol[i]``, so candidates with
+    ``K_ij e_i <= kkt_tol[i]`` may be left uncovered: on exact graphs (``kkt_tol=0``) only
+    kernel values that underflow, around outliers; at the book's relative tolerance also
+    candidates whose gain is below it (chapter 03 measures the covered share).
 
     Parameters
     ----------

@@ -15,8 +15,9 @@ candidates and solve the non-negative quadratic program
 
 the best non-negative approximation of ``phi(x_i)`` by the candidates' images in the kernel's
 feature space. Candidates with ``theta_j = 0`` are pruned; the others are the NNK neighbours.
-The per-node solutions are exact: a batched primal active-set method whose every returned
-solution satisfies the KKT conditions to the tolerance stored in the result.
+The per-node problems are solved by the Lawson-Hanson active-set method from ``theta = 0`` to a
+KKT tolerance relative to each node's neighbourhood (below); with ``kkt_tol=0`` the solution is
+exact. Every returned solution satisfies the KKT conditions to the tolerance stored in the result.
 
 Scale and tolerances. The graph of ``X`` and of ``c X`` is the same, bit for bit, for ``c`` a
 power of two (``c X`` without over- or underflow), in float32 as in float64: distances are formed
@@ -302,7 +303,7 @@ def nnk_graph(
     """Build the NNK graph of a point cloud.
 
     Steps: exact kNN (itself excluded) gives ``k`` candidates per point; the kernel gives
-    ``K_SS`` and ``K_Si`` for each point; the exact solver returns the weights; the
+    ``K_SS`` and ``K_Si`` for each point; the solver returns the weights (to ``kkt_tol``); the
     reconstruction errors decide which directed edges enter the symmetric graph.
 
     Parameters
@@ -347,12 +348,12 @@ def nnk_graph(
         Precision of kNN and kernels (the compiled solver always solves in float64; the
         results are returned in this dtype).
     solver : {"auto", "compiled", "torch"}
-        Engine of the per-node stage (``K_SS``, ``K_Si`` and the exact solve). ``"compiled"``:
+        Engine of the per-node stage (``K_SS``, ``K_Si`` and the solve). ``"compiled"``:
         one node at a time in compiled code (numba), nodes spread over threads; the default on
         the CPU (at 10,000 points in 512 dimensions its stage is about 7x faster than the torch
         solver's, see ``benchmarks/nnk.py --torch-solver``). ``"torch"``: batched tensor
-        operations, for GPUs. Both return the exact solution; nodes the compiled solver flags
-        (near-singular ``K_SS``) are re-solved by the torch one.
+        operations, for GPUs. Both follow the same path and return the same solution; nodes the
+        compiled solver flags (near-singular ``K_SS``) are re-solved by the torch one.
     solver_threads : int or None
         CPU threads for the per-node stage; ``None`` (default) uses numba's setting (one per
         core) for the compiled solver and one thread for the torch solver on the CPU (its many
@@ -366,7 +367,7 @@ def nnk_graph(
         nearest to it) or faiss's HNSW graph index (``IndexHNSWFlat``); opt-in, float32 on the
         CPU only. Some true neighbours may be missed (the candidate recall; ``benchmarks/nnk.py``
         measures it and the change in the MGM summaries); the per-node problems are still
-        solved exactly on the candidates found, so the result is the exact NNK graph of an
+        solved as usual on the candidates found, so the result is the NNK graph of an
         approximate candidate set (and the duplicate test of ``duplicates`` sees only the
         candidates found). See :mod:`sslgeom.candidates`.
     candidate_params : dict, optional

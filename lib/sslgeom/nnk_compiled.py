@@ -332,8 +332,9 @@ def _node_kernels(sq_norms, neighbors, node, inner, kernel, param, gram, linear,
     """``K_SS`` (``1`` on the diagonal), ``K_Si`` and squared distances of one node.
 
     ``inner`` holds the inner products of :func:`_inner_products`; ``gram`` (k, k), ``linear``
-    (k,), ``sq_out`` (k,) and the scratch ``cand_norms`` (k,) are overwritten. The diagonal is ``K(x, x) = 1`` for both kernels
-    (as :func:`sslgeom.kernels.unit_diagonal`).
+    (k,), ``sq_out`` (k,) and the scratch ``cand_norms`` (k,) are overwritten. The diagonal is
+    ``K(x, x) = 1`` for both kernels (as :func:`sslgeom.kernels.unit_diagonal`); the caller adds
+    the node's ridge.
     """
     k = neighbors.shape[1]
     # the candidates' squared norms, gathered once (k values, not k^2 / 2 indirect loads)

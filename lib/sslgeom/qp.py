@@ -142,13 +142,13 @@ KKT_FLOOR = 1e-12
 def node_kkt_tol(kernel_values, relative_tol: float, floor: float):
     """Per-node KKT tolerance of an NNK graph: ``max(relative_tol * mean_j (1 - K_ij), floor)``.
 
-    The scale is :func:`sslgeom.kernels.neighbourhood_scale`. ``1 - K_ij = ||phi(x_i) - phi(x_j)||^2 / 2`` (kernels with unit diagonal) is the node's
-    squared distance to candidate ``j`` in the kernel's feature space, and ``-g_j =
-    <phi(x_j), r_i>`` (``r_i`` the residual) has the same units, so the tolerance scales with
-    the neighbourhood: the graph of a manifold and of the same manifold shrunk towards a point
-    (more concentrated features) keep the same neighbours. ``relative_tol`` is the fraction of
-    the neighbourhood's mean squared distance below which a candidate's correlation with the
-    residual counts as noise.
+    The scale is :func:`sslgeom.kernels.neighbourhood_scale`. ``1 - K_ij = ||phi(x_i) -
+    phi(x_j)||^2 / 2`` (kernels with unit diagonal) is the node's squared distance to candidate
+    ``j`` in the kernel's feature space, and ``-g_j = <phi(x_j), r_i>`` (``r_i`` the residual)
+    has the same units, so the tolerance scales with the neighbourhood: the graph of a manifold
+    and of the same manifold shrunk towards a point (more concentrated features) keep the same
+    neighbours. ``relative_tol`` is the fraction of the neighbourhood's scale below which a
+    candidate's correlation with the residual counts as noise.
 
     Parameters
     ----------

@@ -36,6 +36,7 @@ __all__ = [
     "partial_eta_squared",
     "variance_components",
     "participation_ratio",
+    "varying_columns",
     "ICC_KINDS",
     "icc",
     "split_half_reliability",
@@ -377,6 +378,29 @@ def variance_components(values, units) -> tuple[np.ndarray, np.ndarray]:
     return np.sqrt(np.maximum(0.0, (ms_between - ms_within) / n0)), np.sqrt(ms_within)
 
 
+def varying_columns(values) -> np.ndarray:
+    """Which columns vary: spread (max - min) above ``TIE_TOLERANCE`` of the column's magnitude.
+
+    ``std > 0`` is not a safe test: a column whose entries are all equal can come out with a
+    standard deviation of 1e-17 when its mean is rounded, and correlations then divide by it.
+
+    Parameters
+    ----------
+    values : array-like, shape (n_rows, n_columns)
+
+    Returns
+    -------
+    np.ndarray of bool, shape (n_columns,)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"values must be a 2-D array; got shape {values.shape}.")
+    if values.shape[0] == 0:
+        return np.zeros(values.shape[1], dtype=bool)
+    magnitude = np.maximum(np.abs(values).max(axis=0), 1.0)
+    return np.ptp(values, axis=0) > TIE_TOLERANCE * magnitude
+
+
 def participation_ratio(values) -> float:
     """How many independent columns a set of correlated columns amounts to.
 
@@ -386,7 +410,8 @@ def participation_ratio(values) -> float:
     Parameters
     ----------
     values : array, shape (n_rows, n_columns)
-        Every column non-constant (drop constant ones first: they have no correlation).
+        Every column non-constant (drop constant ones first with :func:`varying_columns`: they
+        have no correlation).
 
     Returns
     -------
