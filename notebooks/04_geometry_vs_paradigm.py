@@ -144,6 +144,9 @@ if minimal_effect not in power_effects:
 # every choice the geometry table depends on (also its cache key); the device is not one of them
 geometry_settings = geometry.GeometrySettings(k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base,
                                               n_views=n_views, k_augmentation=k_augmentation, seed=seed)
+# the null of every test that reassigns whole methods: all partitions up to max_enumerate, else random ones
+method_permutations = design.MethodPermutations(max_enumerate=max_enumerate, n_permutations=n_permutations,
+                                                seed=seed)
 chapter_parameters = dict(
     profile=profile, seed=seed, models=models, models_per_paradigm=models_per_paradigm, paradigms=paradigms,
     k=k, kernel=kernel, n_per_class=n_per_class, n_base=n_base, n_views=n_views, k_augmentation=k_augmentation,
@@ -393,14 +396,13 @@ for backbone in backbones:
     if ssl_info.loc[members, "method"].nunique() > ssl_info.loc[members, "paradigm"].nunique() >= 2:
         add_row(f"paradigm vs methods, {backbone}", permanova.nested_permanova(
             ssl_distances.loc[members, members], ssl_info.loc[members, "paradigm"].to_numpy(),
-            ssl_info.loc[members, "method"].to_numpy(), max_enumerate=max_enumerate,
-            n_permutations=n_permutations, seed=seed), len(members), ssl_info.loc[members, "method"].nunique())
+            ssl_info.loc[members, "method"].to_numpy(), permutations=method_permutations),
+            len(members), ssl_info.loc[members, "method"].nunique())
 main_name = "paradigm vs methods, " + ("backbones combined" if len(backbones) > 1 else backbones[0])
 if len(backbones) > 1:
     add_row(main_name, permanova.nested_permanova(
         ssl_distances, ssl_info["paradigm"].to_numpy(), ssl_info["method"].to_numpy(),
-        strata=ssl_info["backbone"].to_numpy(), max_enumerate=max_enumerate, n_permutations=n_permutations,
-        seed=seed), len(ssl_names), n_methods)
+        strata=ssl_info["backbone"].to_numpy(), permutations=method_permutations), len(ssl_names), n_methods)
 permanova_table = pd.DataFrame(rows).set_index("test")
 main = results[main_name]
 permanova_table.round(4)
@@ -469,7 +471,7 @@ skbio_check.round(6)
 
 # %% tags=["remove-stderr"]
 agreement = paradigm.unit_agreement_test(ssl_distances, ssl_info, method=linkage_method,
-                                         max_enumerate=max_enumerate, n_permutations=n_permutations, seed=seed)
+                                         permutations=method_permutations)
 agreement.per_stratum.round(3)
 
 # %% tags=["remove-cell"]
@@ -535,9 +537,10 @@ def design_power(design_rows, effects, sims=power_simulations, power_seed=seed):
     """Power curve of the main test on a design, effects in between-method SDs."""
     curve, _ = permanova.paradigm_power(
         design_rows, [e * method_to_seed for e in effects], seed_sd=1.0, method_sd=method_to_seed,
-        n_features=components["n_features"], n_sim=sims, alpha=q, target_power=target_power,
-        stratify=design_rows["backbone"].nunique() > 1, max_enumerate=max_enumerate,
-        n_permutations=min(n_permutations, 999), seed=power_seed)
+        n_features=components["n_features"],
+        simulation=stats.PowerSimulation(n_sim=sims, alpha=q, target_power=target_power,
+                                         n_permutations=min(n_permutations, 999), seed=power_seed),
+        stratify=design_rows["backbone"].nunique() > 1, max_enumerate=max_enumerate)
     curve["effect"] = list(effects)
     return curve
 
@@ -626,7 +629,7 @@ for variant, moves in all_variants.items():
         result = permanova.nested_permanova(
             ssl_distances, labels_variant["paradigm"].to_numpy(), labels_variant["method"].to_numpy(),
             strata=labels_variant["backbone"].to_numpy() if len(backbones) > 1 else None,
-            max_enumerate=max_enumerate, n_permutations=n_permutations, seed=seed)
+            permutations=method_permutations)
         variant_power = (power_minimal if variant == "as trained" else permanova.power_at(design_power(
             labels_variant[["method", "paradigm", "backbone"]].reset_index(drop=True), [minimal_effect]),
             minimal_effect))
@@ -671,13 +674,13 @@ glue("claim1_label_sensitivity", ("the verdict is the same under every labelling
 metric_labels = ssl_info[["paradigm", "method", "backbone"]]
 covariate = "backbone" if len(backbones) > 1 else None
 effects = permanova.metric_effects(ssl_vectors, metric_labels, covariate=covariate, q=q,
-                                   max_enumerate=max_enumerate, n_permutations=n_permutations, seed=seed)
+                                   permutations=method_permutations)
 effects = effects.sort_values("eta2_partial", ascending=False)
 metric_of = pd.Series([c.split("/")[2] for c in z_scored.columns], index=z_scored.columns)
 composites = pd.DataFrame({m: z_scored.loc[:, metric_of == m].mean(axis=1) for m in declared_metrics
                            if (metric_of == m).any()})
 declared = permanova.metric_effects(composites, metric_labels, covariate=covariate, q=q,
-                                    max_enumerate=max_enumerate, n_permutations=n_permutations, seed=seed)
+                                    permutations=method_permutations)
 declared.round(3)
 
 # %% tags=["remove-cell"]
@@ -750,9 +753,9 @@ if sensitivity_names and ssl_info.loc[sensitivity_names, "method"].nunique() > s
         variant_vectors = paradigm.geometry_vectors(variant_table, graph=graph, statistics=statistics).loc[sensitivity_names]
         variant_distances = paradigm.model_distances(variant_vectors)
         nested = permanova.nested_permanova(variant_distances, sub_info["paradigm"].to_numpy(), sub_info["method"].to_numpy(),
-                                            max_enumerate=max_enumerate, n_permutations=n_permutations, seed=seed)
+                                            permutations=method_permutations)
         clustered = paradigm.unit_agreement_test(variant_distances, sub_info, stratum=None, method=linkage_method,
-                                                 max_enumerate=max_enumerate, n_permutations=n_permutations, seed=seed)
+                                                 permutations=method_permutations)
         cluster_sets[variant] = clustered.clusters
         sensitivity_rows[variant] = {"features": variant_vectors.shape[1], "pseudo-F": nested.statistic,
                                      "p": nested.p_value, "ARI": clustered.ari, "p (ARI)": clustered.p_ari,
@@ -846,8 +849,7 @@ if run_budget:
         sub = budget_info.loc[members]
         try:
             result = permanova.nested_permanova(budget_distances.loc[members, members], sub["paradigm"].to_numpy(),
-                                                sub["method"].to_numpy(), max_enumerate=max_enumerate,
-                                                n_permutations=n_permutations, seed=seed)
+                                                sub["method"].to_numpy(), permutations=method_permutations)
             per_budget[fraction] = {"models": len(members), "pseudo-F": result.statistic, "p": result.p_value,
                                     "smallest p": result.min_p}
         except ValueError:

@@ -114,6 +114,7 @@ from myst_nb import glue
 from tqdm.auto import tqdm
 
 from sslgeom import crossval, export, geometry, mgm, paradigm, params, plots, sources, stats, transfer, zoo
+from sslgeom.design import MethodPermutations
 from sslgeom.tasks import TASK_NAMES, build_tasks
 
 params.check_common(profile, seed, device)
@@ -454,14 +455,15 @@ baselines.join(info[["method", "backbone", "seed"]]).round(3)
 
 # %% tags=["remove-stderr"]
 backbones_present = sorted(info.loc[ssl_names, "backbone"].unique())
-analyses = {main_backbone: main_backbone}
+# each analysis evaluates on its models (one backbone, or all pooled), methods leaving together, Spearman
+analyses = {main_backbone: crossval.Evaluation(backbone=main_backbone)}
 if len(backbones_present) > 1:
-    analyses["pooled"] = None
+    analyses["pooled"] = crossval.Evaluation()
 
 
 def predictors_for(analysis):
     """The predictors of an analysis: the backbone label only where backbones vary."""
-    return [p for p in PREDICTORS if not (p[0].startswith("backbone") and analyses[analysis] is not None)]
+    return [p for p in PREDICTORS if not (p[0].startswith("backbone") and analyses[analysis].backbone is not None)]
 
 
 m_per_family = sum(len(predictors_for(a)) for a in analyses) * (len(tasks) + 1)
@@ -470,7 +472,7 @@ results, scored = [], {}
 jobs = [(a, p, protocol) for a in analyses for p in predictors_for(a) for protocol in protocols]
 for analysis, (name, descriptors, options), protocol in tqdm(jobs, desc="scores"):
     result = crossval.score_targets(descriptors, targets[target_columns[protocol]], design, options=options,
-                                    backbone=analyses[analysis], n_permutations=B, seed=seed)
+                                    evaluation=analyses[analysis], n_permutations=B, seed=seed)
     scored[(analysis, name, protocol)] = result
     frame = result.table().rename_axis("target").reset_index()
     results.append(frame.assign(analysis=analysis, predictor=name, protocol=protocol))
@@ -597,13 +599,16 @@ glue("sem_aug_text", f"semantic descriptors alone: calibrated {sem.loc['MGM sema
 
 # %% tags=["remove-stderr"]
 glue("n_boot", f"{n_boot:,}", display=False)
+# the paired test's swap patterns: all 2^methods when at most 4096 (exact), else 999 random ones;
+# the seed also seeds the bootstrap
+swaps = MethodPermutations(max_enumerate=4096, n_permutations=999, seed=seed)
 paired_rows = []
 mgm_all = mgm_sets["MGM all"]
 pair_jobs = [(a, p) for a in analyses for p in predictors_for(a) if not p[0].startswith("MGM")]
 for analysis, (name, descriptors, options) in tqdm(pair_jobs, desc="paired comparisons"):
     result = crossval.paired_comparison(mgm_all, descriptors, targets[target_columns["linear"]], design,
-                                        options_a=mgm_options, options_b=options, backbone=analyses[analysis],
-                                        n_boot=n_boot, seed=seed)
+                                        options_a=mgm_options, options_b=options, evaluation=analyses[analysis],
+                                        n_boot=n_boot, permutations=swaps)
     paired_rows.append({"analysis": analysis, "baseline": name, "MGM": result.score_a, "baseline score": result.score_b,
                         "difference": result.difference, "low": result.low, "high": result.high,
                         "p_value": result.p_value, "exact": result.exact})
@@ -650,7 +655,8 @@ noise_x, noise_y = (0.5 if not np.isfinite(v) else v for v in (noise_x, noise_y)
 n_effective = max(1, int(round(crossval.effective_descriptors(mgm_all.loc[main_names]))))
 power_kwargs = dict(noise_x=noise_x, noise_y=noise_y, n_descriptors=n_effective,
                     options=crossval.PipelineOptions(n_select=min(n_select, n_effective)), n_targets=len(tasks),
-                    n_sim=n_power_sim, n_permutations=n_power_permutations, seed=seed)
+                    simulation=stats.PowerSimulation(n_sim=n_power_sim, n_permutations=n_power_permutations,
+                                                     seed=seed))
 power_grid = sorted(set(power_rhos) | {minimal_rho})
 power_curve, power_min_rho = crossval.correlation_power(main_design, power_grid, **power_kwargs)
 power_at_minimal = float(power_curve.loc[np.isclose(power_curve["rho"], minimal_rho), "power"].iloc[0])
@@ -703,7 +709,7 @@ plt.close(fig)
 claim_row = primary.set_index(["analysis", "predictor"]).loc[(main_backbone, "MGM all")]
 claim_result = scored[(main_backbone, "MGM all", "linear")]
 low, high, draws = crossval.bootstrap_score(mgm_all, targets[target_columns["linear"]], design, options=mgm_options,
-                                            backbone=main_backbone, n_boot=n_boot, seed=seed)
+                                            evaluation=analyses[main_backbone], n_boot=n_boot, seed=seed)
 claim_low, claim_high = low - claim_result.mean.null_mean, high - claim_result.mean.null_mean
 claim_verdict = stats.verdict(claim_row["q_bh"], power_at_minimal, q=q)
 claim_statistic = (f"calibrated Spearman {claim_row['calibrated']:.2f} [{claim_low:.2f}, {claim_high:.2f}], "

@@ -1,5 +1,7 @@
 """Claim 2 on the zoo's design (sslgeom.crossval): no leakage, calibrated nulls, paired comparisons, power."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +9,9 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 from sslgeom import crossval, design
-from sslgeom.crossval import PipelineOptions
+from sslgeom.crossval import Evaluation, PipelineOptions
+from sslgeom.design import MethodPermutations
+from sslgeom.stats import PowerSimulation
 
 # As in sslgeom.ssl_methods.METHODS (checked in test_design).
 PARADIGMS = {"simclr": "contrastive", "moco-v2": "contrastive", "byol": "non-contrastive",
@@ -18,6 +22,8 @@ MANIFEST = design.synthetic_manifest(PARADIGMS, references=False).set_index("nam
 METHOD_CODES = pd.factorize(MANIFEST["method"])[0]
 SELECT_2 = PipelineOptions(n_select=2)  # a descriptor set, two descriptors kept per fold
 PLUS, MINUS = PipelineOptions(sign=1), PipelineOptions(sign=-1)  # fixed-sign baselines
+CONVNET = Evaluation(backbone="convnet")  # the main backbone's models only
+SWAPS = MethodPermutations(max_enumerate=4096, n_permutations=999)  # paired_comparison's default swap patterns
 
 
 def _clustered(rng, n_columns, method_sd=1.0):
@@ -52,12 +58,12 @@ def test_a_held_out_method_never_sees_its_own_targets():
 def test_main_backbone_only_ignores_the_second_backbone():
     rng = np.random.default_rng(2)
     x, y = _clustered(rng, 4), pd.Series(rng.normal(size=len(MANIFEST)), index=MANIFEST.index)
-    main = crossval.lomo_predict(x, y, MANIFEST, backbone="convnet")
+    main = crossval.lomo_predict(x, y, MANIFEST, evaluation=CONVNET)
     assert len(main) == 8 * 9 and set(MANIFEST.loc[main.index, "backbone"]) == {"convnet"}
     resnet = (MANIFEST["backbone"] == "resnet").to_numpy()
     x2 = x.copy()
     x2[resnet] = 1e3
-    pd.testing.assert_series_equal(main, crossval.lomo_predict(x2, y, MANIFEST, backbone="convnet"))
+    pd.testing.assert_series_equal(main, crossval.lomo_predict(x2, y, MANIFEST, evaluation=CONVNET))
     assert len(crossval.lomo_predict(x, y, MANIFEST)) == len(MANIFEST)  # pooled
 
 
@@ -114,24 +120,25 @@ def test_paired_comparison_of_identical_and_of_good_versus_noise_predictors():
     y = pd.Series(x[0] + 0.3 * rng.normal(size=len(x)), index=x.index)
     same = crossval.paired_comparison(x[[0]], x[[0]], y, MANIFEST, n_boot=5)
     assert same.difference == 0 and same.p_value == 1.0 and same.exact
-    good = crossval.paired_comparison(x[[0]], x[[1]], y, MANIFEST, n_boot=30, seed=1)
+    good = crossval.paired_comparison(x[[0]], x[[1]], y, MANIFEST, n_boot=30, permutations=replace(SWAPS, seed=1))
     assert good.exact and len(good.null) == 2**8
     assert good.p_value == pytest.approx(2 / 256)  # flipping every method gives -difference: a tie
     assert good.difference > 0.5 and 0 < good.low < good.difference < good.high + 1e-12
     assert np.isfinite(good.boot).sum() >= 25
-    monte_carlo = crossval.paired_comparison(x[[0]], x[[1]], y, MANIFEST, n_boot=2, max_enumerate=16,
-                                             n_permutations=99, seed=1)
+    monte_carlo = crossval.paired_comparison(x[[0]], x[[1]], y, MANIFEST, n_boot=2,
+                                             permutations=MethodPermutations(max_enumerate=16, n_permutations=99,
+                                                                             seed=1))
     assert not monte_carlo.exact and monte_carlo.p_value <= 0.05
 
 
 def test_correlation_power_curve():
     table = MANIFEST[MANIFEST["backbone"] == "convnet"]
     curve, minimal = crossval.correlation_power(table, correlations=(0.0, 0.99), noise_x=0.2, noise_y=0.2,
-                                                n_sim=15, n_permutations=39, seed=0)
+                                                simulation=PowerSimulation(n_sim=15, n_permutations=39, seed=0))
     assert list(curve.columns) == ["rho", "power", "low", "high"]
     assert curve.loc[0, "power"] <= 0.3 and curve.loc[1, "power"] >= 0.8 and minimal == 0.99
     direct, _ = crossval.correlation_power(table, correlations=(0.99,), options=PLUS, noise_x=0.2, noise_y=0.2,
-                                           n_sim=10, n_permutations=39, seed=0)
+                                           simulation=PowerSimulation(n_sim=10, n_permutations=39, seed=0))
     assert direct.loc[0, "power"] >= 0.8
 
 
@@ -145,7 +152,8 @@ def test_paired_swap_test_type_one_error(coefficient, bound):
     for i in range(n_sim):
         x = _clustered(rng, 2)
         y = coefficient * (x[0] + x[1]) + _clustered(rng, 1)[0]
-        rejections += crossval.paired_comparison(x[[0]], x[[1]], y, MANIFEST, n_boot=1, seed=i).p_value <= 0.05
+        rejections += crossval.paired_comparison(x[[0]], x[[1]], y, MANIFEST, n_boot=1,
+                                                 permutations=replace(SWAPS, seed=i)).p_value <= 0.05
     rate = rejections / n_sim
     if bound is None:
         assert abs(rate - 0.05) <= 3 * np.sqrt(0.05 * 0.95 / n_sim), rate
@@ -192,7 +200,7 @@ def test_paired_comparison_with_a_fixed_sign_baseline_and_several_targets():
     rng = np.random.default_rng(32)
     x = _clustered(rng, 2)
     targets = pd.DataFrame({t: x[0] + 0.3 * rng.normal(size=len(x)) for t in "ab"})
-    result = crossval.paired_comparison(x[[0]], x[1], targets, MANIFEST, options_b=PLUS, n_boot=20, seed=0)
+    result = crossval.paired_comparison(x[[0]], x[1], targets, MANIFEST, options_b=PLUS, n_boot=20)
     from scipy.stats import spearmanr
 
     direct = np.mean([spearmanr(x[1], targets[t]).statistic for t in "ab"])
@@ -205,12 +213,13 @@ def test_paired_comparison_with_a_fixed_sign_baseline_and_several_targets():
 
 def test_power_with_many_descriptors_is_lower_than_with_the_informative_one_alone():
     table = MANIFEST[MANIFEST["backbone"] == "convnet"]
-    kwargs = dict(correlations=(0.9,), noise_x=0.3, noise_y=0.3, n_sim=30, n_permutations=39, seed=1)
+    kwargs = dict(correlations=(0.9,), noise_x=0.3, noise_y=0.3,
+                  simulation=PowerSimulation(n_sim=30, n_permutations=39, seed=1))
     one, _ = crossval.correlation_power(table, **kwargs)
     many, _ = crossval.correlation_power(table, n_descriptors=60, options=SELECT_2, n_targets=2, **kwargs)
     assert many.loc[0, "power"] <= one.loc[0, "power"]
     null, _ = crossval.correlation_power(table, correlations=(0.0,), n_descriptors=20, options=SELECT_2,
-                                         n_sim=60, n_permutations=19, seed=2)
+                                         simulation=PowerSimulation(n_sim=60, n_permutations=19, seed=2))
     assert null.loc[0, "power"] <= 0.15  # nominal 0.05; 60 simulations
 
 
@@ -269,3 +278,33 @@ def test_pipeline_options_are_validated_and_hashable():
         PipelineOptions(sign=True)
     with pytest.raises(ValueError, match="leave n_select at None"):
         PipelineOptions(n_select=2, sign=1)
+
+
+def test_evaluation_is_validated_and_read_by_every_function():
+    assert Evaluation() == Evaluation(backbone=None, unit="method", statistic="spearman")
+    assert len({Evaluation(), Evaluation(), CONVNET}) == 2  # frozen and hashable
+    with pytest.raises(ValueError, match=r"unknown statistic 'pearson'; choose one of \['r2', 'spearman', 'kendall'\]"):
+        Evaluation(statistic="pearson")
+    with pytest.raises(TypeError, match="backbone must be a backbone name such as 'convnet', or None"):
+        Evaluation(backbone=1)
+    with pytest.raises(TypeError, match="unit must be the name of a design column, e.g. 'method'"):
+        Evaluation(unit=["method"])
+    with pytest.raises(ValueError, match="unit must name a design column, e.g. 'method'; got an empty name"):
+        Evaluation(unit="")
+    rng = np.random.default_rng(60)
+    x = _clustered(rng, 2)
+    y = pd.Series(x[0] + 0.5 * rng.normal(size=len(x)), index=x.index)
+    with pytest.raises(ValueError, match="design has no column 'lab' to use as the unit"):
+        crossval.lomo_predict(x, y, MANIFEST, evaluation=Evaluation(unit="lab"))
+    with pytest.raises(ValueError, match="design has no column 'lab' to use as the unit"):
+        crossval.correlation_power(MANIFEST, (0.5,), evaluation=Evaluation(unit="lab"))
+    with pytest.raises(ValueError, match="A paired comparison needs a score with an additive form"):
+        crossval.paired_comparison(x[[0]], x[[1]], y, MANIFEST, evaluation=Evaluation(statistic="kendall"), n_boot=1)
+    # the statistic reaches the score: Kendall's tau of the fixed-sign baseline, as scipy computes it
+    from scipy.stats import kendalltau
+
+    kendall = crossval.score_targets(x[0], y, MANIFEST, options=PLUS, evaluation=Evaluation(statistic="kendall"),
+                                     n_permutations=1).mean
+    assert kendall.observed == pytest.approx(kendalltau(x[0], y).statistic)
+    main = crossval.score_targets(x, y, MANIFEST, evaluation=CONVNET, n_permutations=1).predictions
+    assert set(MANIFEST.loc[main.index, "backbone"]) == {"convnet"}

@@ -95,12 +95,33 @@ def test_several_statistics_share_one_enumeration():
 
 def test_monte_carlo_fallback_states_its_size_and_floor():
     ari = lambda rows: np.array([adjusted_rand_score(CODES, r) for r in rows])  # noqa: E731
-    result = design.unit_permutation_test(ari, CODES, max_enumerate=100, n_permutations=499, seed=3)
+    permutations = design.MethodPermutations(max_enumerate=100, n_permutations=499, seed=3)
+    result = design.unit_permutation_test(ari, CODES, permutations=permutations)
     assert not result.exact and result.n_assignments == 499
     assert result.min_p == pytest.approx(1 / 500)
     assert result.p_value == pytest.approx((1 + np.sum(result.null >= 1 - 1e-12)) / 500)
-    again = design.unit_permutation_test(ari, CODES, max_enumerate=100, n_permutations=499, seed=3)
+    again = design.unit_permutation_test(ari, CODES, permutations=permutations)
     np.testing.assert_array_equal(result.null, again.null)
+
+
+def test_method_permutations_are_frozen_hashable_plain_settings():
+    assert design.MethodPermutations() == design.MethodPermutations(max_enumerate=20_000, n_permutations=9_999, seed=0)
+    assert design.MethodPermutations(max_enumerate=np.int64(16)).max_enumerate == 16  # NumPy integers are plain ints
+    assert len({design.MethodPermutations(), design.MethodPermutations(seed=1), design.MethodPermutations()}) == 2
+    with pytest.raises(Exception, match="cannot assign"):  # frozen
+        design.MethodPermutations().seed = 1
+
+
+@pytest.mark.parametrize("settings, error, message", [
+    ({"max_enumerate": 0}, ValueError, "max_enumerate must be at least 1, got 0"),
+    ({"n_permutations": 0}, ValueError, "n_permutations must be at least 1, got 0"),
+    ({"n_permutations": 99.5}, TypeError, r"n_permutations must be an integer, got 99.5 \(float\)"),
+    ({"seed": -1}, ValueError, "seed must be at least 0, got -1"),
+    ({"seed": True}, TypeError, "seed must be an integer, got True"),
+])
+def test_method_permutations_refuse_bad_settings_by_name(settings, error, message):
+    with pytest.raises(error, match=message):
+        design.MethodPermutations(**settings)
 
 
 def test_unit_permutations_move_whole_methods_matched_by_position():

@@ -8,6 +8,8 @@ from skbio import DistanceMatrix
 from skbio.stats.distance import permanova as skbio_permanova
 
 from sslgeom import design, permanova
+from sslgeom.design import MethodPermutations
+from sslgeom.stats import PowerSimulation
 
 # As in sslgeom.ssl_methods.METHODS (checked in test_design): paradigm sizes 2 / 4 / 2.
 PARADIGMS = {"simclr": "contrastive", "moco-v2": "contrastive", "byol": "non-contrastive",
@@ -137,7 +139,7 @@ def test_nested_monte_carlo_fallback():
     rng = np.random.default_rng(6)
     x = _planted(rng, CONVNET)
     result = permanova.nested_permanova(squareform(pdist(x)), CONVNET["paradigm"], CONVNET["method"],
-                                        max_enumerate=100, n_permutations=199, seed=1)
+                                        permutations=MethodPermutations(max_enumerate=100, n_permutations=199, seed=1))
     assert not result.exact and result.n_permutations == 199
     # random relabellings may redraw the true partition (2 of 420 labelled ones), which ties
     assert result.p_value == pytest.approx((1 + np.sum(result.null >= result.statistic * (1 - 1e-12))) / 200)
@@ -197,14 +199,18 @@ def test_metric_effects_flag_the_planted_metric_at_the_method_level():
 
 
 def test_paradigm_power_curve_and_minimal_effect():
-    curve, minimal = permanova.paradigm_power(FULL, effects=(0.0, 6.0), n_sim=20, seed=0)
+    curve, minimal = permanova.paradigm_power(FULL, effects=(0.0, 6.0), simulation=PowerSimulation(n_sim=20))
     assert list(curve.columns) == ["effect", "power", "low", "high"]
     assert curve.loc[0, "power"] <= 0.25  # about alpha under no effect
     assert curve.loc[1, "power"] >= 0.8 and minimal == 6.0
-    again, _ = permanova.paradigm_power(FULL, effects=(0.0, 6.0), n_sim=20, seed=0)
+    again, _ = permanova.paradigm_power(FULL, effects=(0.0, 6.0), simulation=PowerSimulation(n_sim=20, seed=0))
     pd.testing.assert_frame_equal(curve, again)
-    _, none = permanova.paradigm_power(FULL, effects=(0.0,), n_sim=5, seed=0)
+    _, none = permanova.paradigm_power(FULL, effects=(0.0,), simulation=PowerSimulation(n_sim=5))
     assert np.isnan(none)
+    # more partitions than max_enumerate: each simulation runs nested_permanova with the simulation's permutations
+    monte_carlo, _ = permanova.paradigm_power(FULL, effects=(6.0,), max_enumerate=10,
+                                              simulation=PowerSimulation(n_sim=3, n_permutations=99))
+    assert monte_carlo.loc[0, "power"] == 1.0  # a large effect: each p near its floor 1/100
 
 
 # --- simulation settings, verdicts on claims of no effect, repeated measures along the budget ---
@@ -280,7 +286,8 @@ def test_paradigm_power_fast_exact_path_equals_nested_permanova():
     _, paradigm_of_unit = np.unique(per_unit.to_numpy(), return_inverse=True)
     _, stratum_codes = np.unique(FULL["backbone"], return_inverse=True)
     for stratify in (True, False):
-        curve, _ = permanova.paradigm_power(FULL, [0.7], n_sim=30, n_features=5, stratify=stratify, seed=3)
+        curve, _ = permanova.paradigm_power(FULL, [0.7], n_features=5, stratify=stratify,
+                                            simulation=PowerSimulation(n_sim=30, seed=3))
         rng = np.random.default_rng(3)  # the same draws as paradigm_power's exact path
         hits = 0
         for _ in range(30):

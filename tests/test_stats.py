@@ -235,3 +235,27 @@ def test_varying_columns_ignores_rounding_of_equal_entries():
     assert stats.varying_columns(np.empty((0, 2))).tolist() == [False, False]
     with pytest.raises(ValueError, match="2-D"):
         stats.varying_columns(np.ones(3))
+
+
+def test_power_simulation_holds_plain_validated_settings():
+    settings = stats.PowerSimulation(n_sim=np.int64(20), alpha=0.1, target_power=1, n_permutations=99, seed=3)
+    assert (settings.n_sim, settings.alpha, settings.target_power) == (20, 0.1, 1.0)
+    assert isinstance(settings.n_sim, int) and isinstance(settings.target_power, float)
+    assert stats.PowerSimulation() == stats.PowerSimulation(n_sim=100, alpha=0.05, target_power=0.8,
+                                                            n_permutations=999, seed=0)
+    assert len({stats.PowerSimulation(), stats.PowerSimulation(seed=1), stats.PowerSimulation()}) == 2
+
+
+@pytest.mark.parametrize("settings, error, message", [
+    ({"n_sim": 0}, ValueError, "n_sim must be at least 1, got 0"),
+    ({"n_sim": 10.0}, TypeError, "n_sim must be an integer"),
+    ({"alpha": 5}, ValueError, r"alpha is the level of the simulated test and must lie in \(0, 1\), e.g. 0.05"),
+    ({"alpha": "0.05"}, TypeError, "alpha must be a number, got '0.05'"),
+    ({"target_power": 80}, ValueError, r"target_power .* must lie in \(0, 1\], e.g. 0.8; got 80.0"),
+    ({"target_power": float("nan")}, ValueError, "target_power must be finite"),
+    ({"n_permutations": 0}, ValueError, "n_permutations must be at least 1"),
+    ({"seed": -1}, ValueError, "seed must be at least 0"),
+])
+def test_power_simulation_refuses_bad_settings_by_name(settings, error, message):
+    with pytest.raises(error, match=message):
+        stats.PowerSimulation(**settings)

@@ -7,7 +7,8 @@ transfer is easy to "predict" from its siblings. The unit of every step here is 
   (standardise + ridge, optional descriptor selection, all inside the fold; the pipeline of
   :mod:`sslgeom.prediction`), pooling backbones or restricted to one; a predictor's pipeline
   options (selection, ridge penalties, or a fixed sign for a single-number baseline) travel
-  together as one :class:`PipelineOptions`;
+  together as one :class:`PipelineOptions`, and what is evaluated (backbone, unit, score) as one
+  :class:`Evaluation`;
 - :func:`score_targets` runs the identical pipeline on targets permuted at the method level
   (whole methods' target vectors move together) and reports the observed score minus the mean of
   that null, which is zero on average when descriptors do not predict the target; a single-number
@@ -16,8 +17,10 @@ transfer is easy to "predict" from its siblings. The unit of every step here is 
   targets, so that their mean score has a null and a p-value of its own; it also reports how
   often each descriptor was selected; :func:`bootstrap_score` resamples methods and refits;
 - :func:`paired_comparison` compares two predictors: a bootstrap over methods that refits
-  everything and a paired permutation test that swaps their predictions per method;
-- :func:`correlation_power` finds the smallest true correlation these tests detect with 80% power;
+  everything and a paired permutation test that swaps their predictions per method
+  (:class:`sslgeom.design.MethodPermutations`);
+- :func:`correlation_power` finds the smallest true correlation these tests detect with 80% power
+  (:class:`sslgeom.stats.PowerSimulation`);
   :func:`effective_descriptors` says how many independent descriptors a correlated set is worth,
   for the power simulation.
 
@@ -33,15 +36,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .design import unit_permutations
+from .design import MethodPermutations, unit_permutations
 from .prediction import (RIDGE_ALPHAS, SCORES, _average_ranks, _percentile_interval, _ridge_fit, _score_columns,
                          _select_columns)
-from .stats import exact_pvalue, participation_ratio, permutation_pvalue, power_curve, varying_columns
+from .stats import (PowerSimulation, exact_pvalue, participation_ratio, permutation_pvalue, power_curve,
+                    varying_columns)
 from .validation import check_choice, check_float, check_int
 
 __all__ = [
     "POSITION_COLUMNS",
     "PipelineOptions",
+    "Evaluation",
     "lomo_predict",
     "CalibratedScore",
     "PairedComparison",
@@ -113,6 +118,46 @@ class PipelineOptions:
                              f"leave n_select at None (got {self.n_select}).")
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What a predictor is evaluated on: which models, which unit leaves together, which score.
+
+    The three travel together through every function of this module that predicts or scores
+    (:func:`lomo_predict`, :func:`score_targets`, :func:`bootstrap_score`,
+    :func:`paired_comparison`, :func:`correlation_power`); a function that only predicts
+    (:func:`lomo_predict`) reads ``backbone`` and ``unit`` and leaves ``statistic`` aside. Frozen
+    and validated once; whether ``unit`` is a column of the design is checked against the design.
+
+    Attributes
+    ----------
+    backbone : str, optional
+        Restrict to models of this backbone (e.g. the main one); ``None`` pools backbones.
+    unit : str
+        Design column whose values leave together (and are permuted together).
+    statistic : {"spearman", "kendall", "r2"}
+        Score of out-of-sample predictions against the target (:data:`sslgeom.prediction.SCORES`).
+
+    Examples
+    --------
+    ``Evaluation(backbone="convnet")``: the main backbone's models, methods leaving together,
+    Spearman.
+    """
+
+    backbone: str | None = None
+    unit: str = "method"
+    statistic: str = "spearman"
+
+    def __post_init__(self) -> None:
+        if self.backbone is not None and not isinstance(self.backbone, str):
+            raise TypeError(f"backbone must be a backbone name such as 'convnet', or None to pool backbones; "
+                            f"got {self.backbone!r}.")
+        if not isinstance(self.unit, str):
+            raise TypeError(f"unit must be the name of a design column, e.g. 'method'; got {self.unit!r}.")
+        if not self.unit:
+            raise ValueError("unit must name a design column, e.g. 'method'; got an empty name.")
+        check_choice(self.statistic, SCORES, "statistic")
+
+
 def _unit_cv_columns(
     x: np.ndarray, y: np.ndarray, unit_codes: np.ndarray, n_select: int | None, alphas: Sequence[float],
     selected: np.ndarray | None = None,
@@ -175,9 +220,10 @@ class _Problem:
 
 
 def _problem(
-    descriptors: pd.DataFrame | pd.Series, target: pd.Series, design: pd.DataFrame, backbone: str | None, unit: str
+    descriptors: pd.DataFrame | pd.Series, target: pd.Series, design: pd.DataFrame, evaluation: Evaluation
 ) -> _Problem:
-    """Align descriptors, target and design on the target's models (restricted to ``backbone``)."""
+    """Align descriptors, target and design on the target's models (restricted to the evaluation's backbone)."""
+    backbone, unit = evaluation.backbone, evaluation.unit
     if isinstance(descriptors, pd.Series):
         descriptors = descriptors.to_frame()
     if not isinstance(descriptors, pd.DataFrame) or not isinstance(target, pd.Series):
@@ -220,8 +266,7 @@ def lomo_predict(
     design: pd.DataFrame,
     *,
     options: PipelineOptions = PipelineOptions(),
-    backbone: str | None = None,
-    unit: str = "method",
+    evaluation: Evaluation = Evaluation(),
 ) -> pd.Series:
     """Leave-one-method-out predictions: every model of the held-out method leaves together.
 
@@ -235,17 +280,16 @@ def lomo_predict(
         Manifest rows (see the module docstring).
     options : PipelineOptions
         Selection, ridge penalties, or a fixed sign (the default: fitted on every descriptor).
-    backbone : str, optional
-        Restrict to models of this backbone (e.g. the main one); ``None`` pools backbones.
-    unit : str
-        Design column whose values leave together.
+    evaluation : Evaluation
+        The models used (``backbone``; the default pools backbones) and the ``unit`` whose values
+        leave together; nothing is scored here, so its ``statistic`` plays no part.
 
     Returns
     -------
     pandas.Series
         Out-of-sample prediction per model.
     """
-    problem = _problem(descriptors, target, design, backbone, unit)
+    problem = _problem(descriptors, target, design, evaluation)
     predictions = _predict_columns(problem, problem.y[:, None], options)
     return pd.Series(predictions[:, 0], index=problem.index, name="predicted")
 
@@ -330,11 +374,10 @@ def _as_targets(targets: pd.Series | pd.DataFrame) -> pd.DataFrame:
 
 
 def _targets_problem(
-    descriptors: pd.DataFrame | pd.Series, targets: pd.DataFrame, design: pd.DataFrame, backbone: str | None,
-    unit: str,
+    descriptors: pd.DataFrame | pd.Series, targets: pd.DataFrame, design: pd.DataFrame, evaluation: Evaluation
 ) -> tuple[_Problem, np.ndarray]:
     """The problem of the first target, and every target's values on its rows: (n, n_targets)."""
-    problem = _problem(descriptors, targets.iloc[:, 0], design, backbone, unit)
+    problem = _problem(descriptors, targets.iloc[:, 0], design, evaluation)
     y = targets.loc[problem.index].to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(y)):
         raise ValueError("every target must be finite for every model used.")
@@ -347,9 +390,7 @@ def score_targets(
     design: pd.DataFrame,
     *,
     options: PipelineOptions = PipelineOptions(),
-    backbone: str | None = None,
-    unit: str = "method",
-    statistic: str = "spearman",
+    evaluation: Evaluation = Evaluation(),
     n_permutations: int = 199,
     seed: int = 0,
 ) -> ScoreSet:
@@ -385,9 +426,10 @@ def score_targets(
     targets : Series or DataFrame, shape (n_models, n_targets)
         Index: the models to use. One target: ``result.per_target`` has one entry, and
         ``result.mean`` equals it.
-    design, options, backbone, unit
+    design, options
         As in :func:`lomo_predict`.
-    statistic : {"spearman", "kendall", "r2"}
+    evaluation : Evaluation
+        The models used, the unit permuted and left out together, and the score; a ``statistic`` of
         ``"r2"`` compares raw values and is rarely meaningful for a fixed-sign baseline on another scale.
     n_permutations, seed : int
 
@@ -395,16 +437,15 @@ def score_targets(
     -------
     ScoreSet
     """
-    check_choice(statistic, SCORES, "statistic")
     check_int(n_permutations, "n_permutations", minimum=1)
     targets = _as_targets(targets)
-    problem, y = _targets_problem(descriptors, targets, design, backbone, unit)
+    problem, y = _targets_problem(descriptors, targets, design, evaluation)
     index = unit_permutations(problem.units, n_permutations, seed, positions=problem.positions)  # (B, n)
     width = 1 + n_permutations
     stacked = np.concatenate([np.column_stack([y[:, t], y[index, t].T]) for t in range(y.shape[1])], axis=1)
     counts = np.zeros((stacked.shape[1], problem.x.shape[1]), dtype=np.int64) if options.sign is None else None
     predictions = _predict_columns(problem, stacked, options, counts)
-    scores = _score_columns(stacked, predictions)[statistic].reshape(y.shape[1], width)
+    scores = _score_columns(stacked, predictions)[evaluation.statistic].reshape(y.shape[1], width)
     per_target = {name: _calibrate(scores[t]) for t, name in enumerate(targets.columns)}
     columns = (descriptors.columns if isinstance(descriptors, pd.DataFrame) else [descriptors.name])
     if counts is None:
@@ -457,9 +498,7 @@ def bootstrap_score(
     design: pd.DataFrame,
     *,
     options: PipelineOptions = PipelineOptions(),
-    backbone: str | None = None,
-    unit: str = "method",
-    statistic: str = "spearman",
+    evaluation: Evaluation = Evaluation(),
     n_boot: int = 200,
     level: float = 0.95,
     seed: int = 0,
@@ -475,7 +514,7 @@ def bootstrap_score(
 
     Parameters
     ----------
-    descriptors, targets, design, options, backbone, unit, statistic
+    descriptors, targets, design, options, evaluation
         As in :func:`score_targets`.
     n_boot : int
     level : float
@@ -488,12 +527,11 @@ def bootstrap_score(
     draws : array, shape (n_boot,)
         NaN for draws with fewer than 3 distinct methods.
     """
-    check_choice(statistic, SCORES, "statistic")
     check_int(n_boot, "n_boot", minimum=1)
-    problem, y = _targets_problem(descriptors, _as_targets(targets), design, backbone, unit)
+    problem, y = _targets_problem(descriptors, _as_targets(targets), design, evaluation)
 
     def score(rows: np.ndarray) -> float:
-        return _mean_score(y[rows], _predict_columns(problem.take(rows), y[rows], options), statistic)
+        return _mean_score(y[rows], _predict_columns(problem.take(rows), y[rows], options), evaluation.statistic)
 
     draws = _unit_bootstrap(problem, n_boot, np.random.default_rng(seed), score)
     return (*_interval(draws, level), draws)
@@ -558,12 +596,14 @@ def _unit_advantage(
     return np.bincount(units, weights=per_model, minlength=n_units)
 
 
-def _swap_patterns(n_units: int, max_enumerate: int, n_permutations: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+def _swap_patterns(
+    n_units: int, permutations: MethodPermutations, rng: np.random.Generator
+) -> tuple[np.ndarray, bool]:
     """Which units swap predictions: all 2^u patterns when few (exact), else random ones. (n_patterns, n_units) bool."""
-    if 2**n_units <= max_enumerate:
+    if 2**n_units <= permutations.max_enumerate:
         patterns = (np.arange(2**n_units)[:, None] >> np.arange(n_units)) & 1
         return patterns.astype(bool), True
-    return rng.integers(0, 2, size=(n_permutations, n_units)).astype(bool), False
+    return rng.integers(0, 2, size=(permutations.n_permutations, n_units)).astype(bool), False
 
 
 def paired_comparison(
@@ -574,14 +614,10 @@ def paired_comparison(
     *,
     options_a: PipelineOptions = PipelineOptions(),
     options_b: PipelineOptions = PipelineOptions(),
-    backbone: str | None = None,
-    unit: str = "method",
-    statistic: str = "spearman",
+    evaluation: Evaluation = Evaluation(),
     n_boot: int = 200,
     level: float = 0.95,
-    max_enumerate: int = 4096,
-    n_permutations: int = 999,
-    seed: int = 0,
+    permutations: MethodPermutations = MethodPermutations(max_enumerate=4096, n_permutations=999),
 ) -> PairedComparison:
     """Is predictor ``a`` better than ``b``? Difference of out-of-sample scores, interval and p-value.
 
@@ -594,7 +630,8 @@ def paired_comparison(
       The test statistic is the additive form of the difference (for Spearman, the sum over
       models of ``d_b^2 - d_a^2``, rank differences to the target, each predictor ranked once;
       for R^2, of squared errors), so a swap flips the sign of exactly that method's term; the
-      p-value counts sign patterns (all ``2^n_methods`` when at most ``max_enumerate``: exact)
+      p-value counts sign patterns (all ``2^n_methods`` when at most
+      ``permutations.max_enumerate``: exact; else ``permutations.n_permutations`` random ones)
       with ``|statistic| >= |observed|``. Swapping raw predictions and recomputing the
       correlation would not be a sign flip (the correlation compares methods in pairs, and
       mixes two predictors' scales): on the zoo design it rejected a true null 17% (two equally
@@ -619,31 +656,35 @@ def paired_comparison(
     ----------
     descriptors_a, descriptors_b : DataFrame or Series, indexed by model
     target : Series or DataFrame (n_models, n_targets)
-    design, backbone, unit
+    design
         As in :func:`lomo_predict`.
     options_a, options_b : PipelineOptions
         Each predictor's pipeline: in-fold selection and penalties, or a fixed sign.
-    statistic : {"spearman", "r2"}
+    evaluation : Evaluation
+        As in :func:`score_targets`; its ``statistic`` must be ``"spearman"`` or ``"r2"`` (the
+        scores with an additive form).
     n_boot : int
     level : float
-    max_enumerate, n_permutations : int
-    seed : int
+    permutations : MethodPermutations
+        The swap patterns of the permutation test; its seed also seeds the bootstrap (one
+        generator: the patterns are drawn first, then the bootstrap draws).
 
     Returns
     -------
     PairedComparison
     """
-    check_choice(statistic, ("spearman", "r2"), "statistic")
+    statistic = check_choice(evaluation.statistic, ("spearman", "r2"), "statistic",
+                             hint="A paired comparison needs a score with an additive form.")
     targets = _as_targets(target)
-    a, y = _targets_problem(descriptors_a, targets, design, backbone, unit)
-    b, _ = _targets_problem(descriptors_b, targets, design, backbone, unit)
+    a, y = _targets_problem(descriptors_a, targets, design, evaluation)
+    b, _ = _targets_problem(descriptors_b, targets, design, evaluation)
     if not a.index.equals(b.index):
         raise ValueError("the two predictors must cover the same models.")
     pred_a, pred_b = _predict_columns(a, y, options_a), _predict_columns(b, y, options_b)
     score_a, score_b = _mean_score(y, pred_a, statistic), _mean_score(y, pred_b, statistic)
 
-    rng = np.random.default_rng(seed)
-    patterns, exact = _swap_patterns(len(a.names), max_enumerate, n_permutations, rng)
+    rng = np.random.default_rng(permutations.seed)
+    patterns, exact = _swap_patterns(len(a.names), permutations, rng)
     per_unit = _unit_advantage(y, pred_a, pred_b, a.units, len(a.names), statistic)  # (n_units,)
     signs = np.where(patterns, -1.0, 1.0)  # swapping a method's predictions flips its term
     null = np.abs(signs @ per_unit)
@@ -671,14 +712,10 @@ def correlation_power(
     noise_x: float = 0.5,
     noise_y: float = 0.5,
     options: PipelineOptions = PipelineOptions(),
-    unit: str = "method",
+    evaluation: Evaluation = Evaluation(),
     n_descriptors: int = 1,
     n_targets: int = 1,
-    n_sim: int = 100,
-    n_permutations: int = 99,
-    alpha: float = 0.05,
-    target_power: float = 0.8,
-    seed: int = 0,
+    simulation: PowerSimulation = PowerSimulation(n_permutations=99),
 ) -> tuple[pd.DataFrame, float]:
     """Power of the claim-2 test against a true correlation between methods' descriptor and transfer.
 
@@ -686,9 +723,9 @@ def correlation_power(
     ``rho`` (standard normal), and per model adds seed-level noise with SD ``noise_x`` and
     ``noise_y`` (in units of the between-method SD; the model-level correlation is therefore
     ``rho / sqrt((1 + noise_x^2) (1 + noise_y^2))``). The test is the one the chapter runs
-    (:func:`score_targets` with ``options``): a fitted pipeline, the leave-one-method-out ridge
-    on the descriptors with the method-level permutation p-value; or, with ``options.sign`` set,
-    the fixed-sign score of the informative descriptor alone.
+    (:func:`score_targets` with ``options`` and ``evaluation``): a fitted pipeline, the
+    leave-one-method-out ridge on the descriptors with the method-level permutation p-value; or,
+    with ``options.sign`` set, the fixed-sign score of the informative descriptor alone.
 
     To match a fitted predictor with many descriptors, ``n_descriptors - 1`` uninformative
     descriptors (method effect and seed noise like the informative one, independent of transfer)
@@ -706,28 +743,30 @@ def correlation_power(
     noise_x, noise_y : float
     options : PipelineOptions
         The pipeline tested: fitted (with its in-fold selection) or a fixed sign.
-    unit : str
+    evaluation : Evaluation
+        As in :func:`score_targets`; the latent values are drawn per value of its ``unit``.
     n_descriptors : int
         Descriptors per model (one informative); a fixed-sign pipeline uses the informative one only.
     n_targets : int
         Targets whose mean score is tested.
-    n_sim, n_permutations : int
-    alpha, target_power : float
-    seed : int
+    simulation : PowerSimulation
+        Simulations per correlation, the permutations and level of each test, the target power, the seed.
 
     Returns
     -------
     curve : pandas.DataFrame
         One row per correlation: ``rho, power, low, high`` (95% Wilson interval).
     minimal_rho : float
-        Smallest grid correlation with power at least ``target_power`` (NaN if none).
+        Smallest grid correlation with power at least ``simulation.target_power`` (NaN if none).
     """
     check_int(n_descriptors, "n_descriptors", minimum=1)
     check_int(n_targets, "n_targets", minimum=1)
     table = _design_table(design)
-    names, codes = np.unique(table[unit].to_numpy(), return_inverse=True)
+    if evaluation.unit not in table.columns:
+        raise ValueError(f"design has no column {evaluation.unit!r} to use as the unit.")
+    names, codes = np.unique(table[evaluation.unit].to_numpy(), return_inverse=True)
     n_units, n_rows = len(names), len(codes)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(simulation.seed)
 
     def rejects(rho: float) -> bool:
         latent = rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=n_units)
@@ -741,11 +780,11 @@ def correlation_power(
         descriptors = pd.DataFrame(np.reshape(x, (n_rows, -1)), index=table.index)
         if options.sign is not None:
             descriptors = descriptors[[0]]
-        result = score_targets(descriptors, y, table, options=options, unit=unit, n_permutations=n_permutations,
-                               seed=int(rng.integers(2**32)))
-        return result.mean.p_value <= alpha
+        result = score_targets(descriptors, y, table, options=options, evaluation=evaluation,
+                               n_permutations=simulation.n_permutations, seed=int(rng.integers(2**32)))
+        return result.mean.p_value <= simulation.alpha
 
-    return power_curve(correlations, rejects, n_sim, target_power=target_power, name="rho")
+    return power_curve(correlations, rejects, simulation.n_sim, target_power=simulation.target_power, name="rho")
 
 
 def effective_descriptors(descriptors: pd.DataFrame) -> float:

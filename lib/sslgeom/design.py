@@ -11,7 +11,8 @@ generalise over: eight methods, not ninety models. Everything here serves tests 
 - :func:`count_assignments` and :func:`enumerate_assignments` list every assignment of units to
   groups of the observed sizes (8 methods in paradigms of 2/4/2: 420 labelled assignments, 210
   distinct partitions), so a paradigm test can be exact; :func:`unit_permutation_test` runs such a
-  test, exact when the enumeration is small and Monte Carlo otherwise;
+  test, exact when the enumeration is small and Monte Carlo otherwise, with the settings of
+  :class:`MethodPermutations` (shared by every method-level test of the claims);
 - :func:`unit_permutations` permutes whole units' target vectors (a method's models move
   together, matched position by position), for permutation nulls of claim 2;
 - :func:`within_strata_permutations` permutes labels only within strata (backbones).
@@ -43,6 +44,7 @@ __all__ = [
     "count_assignments",
     "enumerate_assignments",
     "UnitTestResult",
+    "MethodPermutations",
     "unit_permutation_test",
     "unit_permutations",
     "within_strata_permutations",
@@ -290,22 +292,57 @@ class UnitTestResult:
     null: np.ndarray = field(repr=False)
 
 
+@dataclass(frozen=True)
+class MethodPermutations:
+    """How a method-level permutation test draws its null: enumerated when small, else Monte Carlo.
+
+    The three settings travel together through every test that reassigns whole methods
+    (:func:`unit_permutation_test` and the claims' tests built on it, e.g.
+    :func:`sslgeom.permanova.nested_permanova`, :func:`sslgeom.permanova.metric_effects`,
+    :func:`sslgeom.paradigm.unit_agreement_test`, :func:`sslgeom.crossval.paired_comparison`);
+    each test keeps its own defaults in its default argument. Frozen and validated once.
+
+    Attributes
+    ----------
+    max_enumerate : int
+        Largest number of assignments enumerated (an exact test), at least 1; more than that and
+        the test draws ``n_permutations`` random ones.
+    n_permutations : int
+        Random relabellings of the Monte Carlo fallback, at least 1.
+    seed : int
+        Seeds the random relabellings (unused when the test is exact), at least 0.
+
+    Examples
+    --------
+    ``MethodPermutations(max_enumerate=100, n_permutations=199, seed=1)``: exact up to 100
+    assignments, else 199 random ones.
+    """
+
+    max_enumerate: int = 20_000
+    n_permutations: int = 9_999
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_enumerate", check_int(self.max_enumerate, "max_enumerate", minimum=1))
+        object.__setattr__(self, "n_permutations", check_int(self.n_permutations, "n_permutations", minimum=1))
+        object.__setattr__(self, "seed", check_int(self.seed, "seed", minimum=0))
+
+
 def unit_permutation_test(
     statistic: Callable[[np.ndarray], np.ndarray],
     codes: Sequence[int],
     *,
     distinct: bool = True,
-    max_enumerate: int = 20_000,
-    n_permutations: int = 9_999,
-    seed: int = 0,
+    permutations: MethodPermutations = MethodPermutations(),
 ) -> UnitTestResult:
     """Permutation test that reassigns whole units (methods) to groups (paradigms).
 
     Under the null hypothesis the paradigm labels are exchangeable among methods: every
     assignment of methods to paradigms with the observed group sizes is equally likely. When
-    there are at most ``max_enumerate`` of them they are all enumerated and the p-value is exact
-    (its smallest value ``1 / n_assignments``: 1/210 for 8 methods in groups of 2/4/2);
-    otherwise ``n_permutations`` random relabellings give a Monte Carlo p-value.
+    there are at most ``permutations.max_enumerate`` of them they are all enumerated and the p-value
+    is exact (its smallest value ``1 / n_assignments``: 1/210 for 8 methods in groups of 2/4/2);
+    otherwise ``permutations.n_permutations`` random relabellings, drawn from
+    ``permutations.seed``, give a Monte Carlo p-value.
 
     Parameters
     ----------
@@ -319,12 +356,8 @@ def unit_permutation_test(
         Observed group of each unit (codes ``0 .. n_groups - 1``).
     distinct : bool
         Enumerate partitions (statistic invariant to group names) rather than labelled assignments.
-    max_enumerate : int
-        Largest number of assignments enumerated.
-    n_permutations : int
-        Relabellings of the Monte Carlo fallback.
-    seed : int
-        Seeds the Monte Carlo relabellings (unused when exact).
+    permutations : MethodPermutations
+        Largest enumeration, and the relabellings and seed of the Monte Carlo fallback.
 
     Returns
     -------
@@ -333,13 +366,12 @@ def unit_permutation_test(
     codes = np.asarray(codes, dtype=np.int64)
     n_total = count_assignments(_group_sizes(codes), distinct=distinct)
     observed = np.asarray(statistic(codes[None, :]), dtype=np.float64)[0]
-    exact = n_total <= check_int(max_enumerate, "max_enumerate", minimum=1)
+    exact = n_total <= permutations.max_enumerate
     if exact:
         assignments = enumerate_assignments(codes, distinct=distinct)
     else:
-        n_permutations = check_int(n_permutations, "n_permutations", minimum=1)
-        rng = np.random.default_rng(seed)
-        assignments = np.stack([rng.permutation(codes) for _ in range(n_permutations)])
+        rng = np.random.default_rng(permutations.seed)
+        assignments = np.stack([rng.permutation(codes) for _ in range(permutations.n_permutations)])
     null = np.asarray(statistic(assignments), dtype=np.float64)
     if exact:
         p_value = (exact_pvalue(float(observed), null) if observed.ndim == 0

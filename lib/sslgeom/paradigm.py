@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from sslgeom.design import MethodPermutations
 from sslgeom.geometry import GeometrySettings, check_table, geometry_table
 from sslgeom.stats import permutation_pvalue
 from sslgeom.validation import check_choice, check_int
@@ -680,9 +681,7 @@ def unit_agreement_test(
     unit: str = "method",
     stratum: str | None = "backbone",
     method: str = "average",
-    max_enumerate: int = 20_000,
-    n_permutations: int = 9_999,
-    seed: int = 0,
+    permutations: MethodPermutations = MethodPermutations(),
 ) -> AgreementResult:
     """Do geometry clusters agree with the paradigm more than other groupings of the *methods* would?
 
@@ -691,9 +690,9 @@ def unit_agreement_test(
     averaged over strata. Under the null hypothesis methods are exchangeable between paradigms,
     so the null reassigns *whole methods* (every seed and backbone of a method together, the same
     reassignment in every stratum) to groups of the observed sizes: every distinct partition when
-    there are at most ``max_enumerate`` (ARI and NMI ignore group names; 8 methods in 2/4/2 give
-    210 partitions, smallest p-value 1/210), else ``n_permutations`` random ones
-    (:func:`sslgeom.design.unit_permutation_test`). The clusters come from geometry alone and stay
+    there are at most ``permutations.max_enumerate`` (ARI and NMI ignore group names; 8 methods in
+    2/4/2 give 210 partitions, smallest p-value 1/210), else ``permutations.n_permutations`` random
+    ones (:func:`sslgeom.design.unit_permutation_test`). The clusters come from geometry alone and stay
     fixed.
 
     Parameters
@@ -707,7 +706,7 @@ def unit_agreement_test(
         Column names; ``stratum=None`` treats all models as one stratum.
     method : str
         Linkage rule (:data:`LINKAGES`).
-    max_enumerate, n_permutations, seed
+    permutations : MethodPermutations
         As in :func:`sslgeom.design.unit_permutation_test`.
 
     Returns
@@ -744,8 +743,7 @@ def unit_agreement_test(
                 out[b] += _fast_agreement(codes, assignment[units_here], n_clusters, len(groups))
         return out / len(blocks)
 
-    test = unit_permutation_test(agreement, observed, distinct=True, max_enumerate=max_enumerate,
-                                 n_permutations=n_permutations, seed=seed)
+    test = unit_permutation_test(agreement, observed, distinct=True, permutations=permutations)
     statistic, p_value = np.atleast_1d(test.statistic), np.atleast_1d(test.p_value)
     return AgreementResult(float(statistic[0]), float(statistic[1]), float(p_value[0]), float(p_value[1]),
                            test.min_p, test.exact, test.n_assignments,

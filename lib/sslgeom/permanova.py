@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .design import (count_assignments, enumerate_assignments, unit_labels, unit_permutation_test,
-                     within_strata_permutations)
-from .stats import (bh, exact_pvalue, partial_eta_squared, participation_ratio, permutation_pvalue, power_curve,
-                    variance_components)
+from .design import (MethodPermutations, count_assignments, enumerate_assignments, unit_labels,
+                     unit_permutation_test, within_strata_permutations)
+from .stats import (PowerSimulation, bh, exact_pvalue, partial_eta_squared, participation_ratio, permutation_pvalue,
+                    power_curve, variance_components)
 from .validation import check_int
 
 __all__ = [
@@ -246,9 +246,7 @@ def nested_permanova(
     units: Sequence[Hashable],
     *,
     strata: Sequence[Hashable] | None = None,
-    max_enumerate: int = 20_000,
-    n_permutations: int = 9_999,
-    seed: int = 0,
+    permutations: MethodPermutations = MethodPermutations(),
 ) -> PermanovaResult:
     """Paradigm effect tested against the variation between methods within paradigms.
 
@@ -256,8 +254,9 @@ def nested_permanova(
     seeds only sharpen each method's position, they are not replicates of a paradigm. Under the
     null hypothesis methods are exchangeable between paradigms, so the permutations reassign
     *whole methods* (all their seeds, checkpoints and backbones together) to paradigms with the
-    observed sizes: all distinct partitions when there are at most ``max_enumerate`` (exact test;
-    8 methods in 2/4/2: 210, smallest p-value 1/210), else ``n_permutations`` random ones.
+    observed sizes: all distinct partitions when there are at most ``permutations.max_enumerate``
+    (exact test; 8 methods in 2/4/2: 210, smallest p-value 1/210), else
+    ``permutations.n_permutations`` random ones.
 
     With strata (backbones), the pseudo-F is computed within each backbone and the statistic is
     the *sum* over backbones; the same relabelling of methods applies to every backbone (a method is
@@ -273,7 +272,7 @@ def nested_permanova(
         Unit of each model (method).
     strata : sequence, shape (n_models,), optional
         Stratum of each model (backbone).
-    max_enumerate, n_permutations, seed
+    permutations : MethodPermutations
         As in :func:`sslgeom.design.unit_permutation_test`.
 
     Returns
@@ -302,8 +301,7 @@ def nested_permanova(
         # the same relabelling of methods in every stratum, F summed over strata
         return sum(pseudo_f(a, sizes, assignments, len(levels))[0] for a, sizes in blocks.values())
 
-    test = unit_permutation_test(total_f, observed, distinct=True, max_enumerate=max_enumerate,
-                                 n_permutations=n_permutations, seed=seed)
+    test = unit_permutation_test(total_f, observed, distinct=True, permutations=permutations)
     table = _stratum_table(blocks, {stratum: observed for stratum in blocks}, len(levels))
     return PermanovaResult(test.statistic, float(test.p_value), test.min_p, test.exact, test.n_assignments,
                            table, test.null)
@@ -328,9 +326,7 @@ def metric_effects(
     unit: str = "method",
     covariate: str | None = "backbone",
     q: float = 0.05,
-    max_enumerate: int = 20_000,
-    n_permutations: int = 9_999,
-    seed: int = 0,
+    permutations: MethodPermutations = MethodPermutations(),
 ) -> pd.DataFrame:
     """Per geometry metric: partial eta squared of paradigm with backbone in the model, tested at the method level.
 
@@ -351,7 +347,7 @@ def metric_effects(
     group, unit, covariate : str
     q : float
         False discovery rate of ``reject``.
-    max_enumerate, n_permutations, seed
+    permutations : MethodPermutations
         As in :func:`nested_permanova`.
 
     Returns
@@ -386,8 +382,7 @@ def metric_effects(
         return out
 
     # one relabelling of methods for every metric; partial eta^2 is invariant to paradigm names
-    test = unit_permutation_test(eta2, observed, distinct=True, max_enumerate=max_enumerate,
-                                 n_permutations=n_permutations, seed=seed)
+    test = unit_permutation_test(eta2, observed, distinct=True, permutations=permutations)
     p_value = np.atleast_1d(test.p_value)
     reject, q_value = bh(p_value, q)
     return table.assign(p_value=p_value, q_value=q_value, reject=reject, exact=test.exact)
@@ -428,13 +423,9 @@ def paradigm_power(
     method_sd: float = 1.0,
     backbone_sd: float = 3.0,
     n_features: int = 10,
-    n_sim: int = 100,
-    alpha: float = 0.05,
-    target_power: float = 0.8,
+    simulation: PowerSimulation = PowerSimulation(),
     stratify: bool = True,
     max_enumerate: int = 20_000,
-    n_permutations: int = 999,
-    seed: int = 0,
 ) -> tuple[pd.DataFrame, float]:
     """Power of :func:`nested_permanova` against paradigm effects of increasing size on this design.
 
@@ -455,23 +446,21 @@ def paradigm_power(
         Paradigm effects, in units of the seed-to-seed SD.
     seed_sd, method_sd, backbone_sd : float
     n_features : int
-    n_sim : int
-        Simulations per effect.
-    alpha : float
-        Level of the test.
-    target_power : float
+    simulation : PowerSimulation
+        Simulations per effect, the level of the test, the target power, and the seed of the
+        simulation; its ``n_permutations`` are the random partitions of the test when the design has
+        more than ``max_enumerate`` (as in :func:`nested_permanova`).
     stratify : bool
         Backbone as a stratum (as the analysis will be run).
-    max_enumerate, n_permutations
-        As in :func:`nested_permanova`.
-    seed : int
+    max_enumerate : int
+        As in :func:`nested_permanova`: designs with at most this many partitions are tested exactly.
 
     Returns
     -------
     curve : pandas.DataFrame
         One row per effect: ``effect, power, low, high`` (95% Wilson interval).
     minimal_effect : float
-        Smallest effect of ``effects`` whose power is at least ``target_power`` (NaN if none):
+        Smallest effect of ``effects`` whose power is at least ``simulation.target_power`` (NaN if none):
         a grid value, not interpolated, so on the safe side.
     """
     from scipy.spatial.distance import pdist, squareform
@@ -481,7 +470,7 @@ def paradigm_power(
     _, paradigm_of_unit = _codes(per_unit.to_numpy())
     _, stratum_codes = _codes(design["backbone"].to_numpy())
     strata = design["backbone"].to_numpy() if stratify else None
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(simulation.seed)
     n_groups = int(paradigm_of_unit.max()) + 1
     exact = count_assignments(np.bincount(paradigm_of_unit), distinct=True) <= check_int(
         max_enumerate, "max_enumerate", minimum=1)
@@ -504,12 +493,13 @@ def paradigm_power(
                 observed_f += pseudo_f(block, sizes, paradigm_of_unit[None, :], n_groups)[0][0]
             p_value = exact_pvalue(observed_f, total)
         else:
+            permutations = MethodPermutations(max_enumerate=max_enumerate, n_permutations=simulation.n_permutations,
+                                              seed=int(rng.integers(2**32)))
             p_value = nested_permanova(squareform(pdist(x)), design["paradigm"].to_numpy(),
-                                       design["method"].to_numpy(), strata=strata, max_enumerate=max_enumerate,
-                                       n_permutations=n_permutations, seed=int(rng.integers(2**32))).p_value
-        return p_value <= alpha
+                                       design["method"].to_numpy(), strata=strata, permutations=permutations).p_value
+        return p_value <= simulation.alpha
 
-    return power_curve(effects, rejects, n_sim, target_power=target_power)
+    return power_curve(effects, rejects, simulation.n_sim, target_power=simulation.target_power)
 
 
 def simulation_settings(vectors: pd.DataFrame, methods: Sequence[Hashable]) -> dict[str, float]:

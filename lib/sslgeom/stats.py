@@ -3,7 +3,7 @@
 - p-values: :func:`permutation_pvalue` (Monte Carlo), :func:`exact_pvalue` (complete enumeration);
 - multiplicity: :func:`bh`, :func:`permutations_needed`, :func:`format_pvalue`;
 - the verdict on a claim: :func:`verdict`, beside the power of a simulated test,
-  :func:`power_curve`;
+  :func:`power_curve`, whose simulation settings travel together as one :class:`PowerSimulation`;
 - effect sizes and variance: :func:`partial_eta_squared` (statsmodels type II ANOVA),
   :func:`variance_components`, :func:`participation_ratio` (effective number of independent
   columns);
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .validation import check_int
+from .validation import check_float, check_int
 
 __all__ = [
     "TIE_TOLERANCE",
@@ -32,6 +33,7 @@ __all__ = [
     "NOT_SUPPORTED",
     "CANNOT_TELL",
     "verdict",
+    "PowerSimulation",
     "power_curve",
     "partial_eta_squared",
     "variance_components",
@@ -245,6 +247,54 @@ def verdict(
     excluded = interval is not None and minimal_effect is not None and np.isfinite(interval[1]) \
         and interval[1] < minimal_effect
     return NOT_SUPPORTED if (powered or excluded) else CANNOT_TELL
+
+
+@dataclass(frozen=True)
+class PowerSimulation:
+    """How a power simulation runs: how many data sets, the test's level and permutations, the seed.
+
+    The settings travel together through every power simulation of the claims
+    (:func:`sslgeom.permanova.paradigm_power`, :func:`sslgeom.crossval.correlation_power`), each of
+    which keeps its own defaults in its default argument. Frozen and validated once.
+
+    Attributes
+    ----------
+    n_sim : int
+        Simulated data sets per effect, at least 1.
+    alpha : float
+        Level at which each simulated test rejects, in (0, 1).
+    target_power : float
+        The power that makes an effect detectable, in (0, 1].
+    n_permutations : int
+        Permutations of each simulated test's Monte Carlo null, at least 1.
+    seed : int
+        Seeds the generator of the whole simulation (data and the tests' own seeds), at least 0.
+
+    Examples
+    --------
+    ``PowerSimulation(n_sim=20, n_permutations=99)``: a quick curve for a smoke run.
+    """
+
+    n_sim: int = 100
+    alpha: float = 0.05
+    target_power: float = 0.8
+    n_permutations: int = 999
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_sim", check_int(self.n_sim, "n_sim", minimum=1))
+        alpha = check_float(self.alpha, "alpha")
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha is the level of the simulated test and must lie in (0, 1), e.g. 0.05; "
+                             f"got {alpha}.")
+        object.__setattr__(self, "alpha", alpha)
+        target_power = check_float(self.target_power, "target_power")
+        if not 0 < target_power <= 1:
+            raise ValueError(f"target_power is the power that makes an effect detectable and must lie in (0, 1], "
+                             f"e.g. 0.8; got {target_power}.")
+        object.__setattr__(self, "target_power", target_power)
+        object.__setattr__(self, "n_permutations", check_int(self.n_permutations, "n_permutations", minimum=1))
+        object.__setattr__(self, "seed", check_int(self.seed, "seed", minimum=0))
 
 
 def power_curve(
