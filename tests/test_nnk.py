@@ -333,7 +333,7 @@ def test_compiled_solver_hands_flagged_nodes_to_torch(monkeypatch):
 
     def flagging(*args):
         outputs = list(original(*args))
-        start, stop = args[3], args[4]
+        start, stop = args[2], args[3]
         status = outputs[6].copy()  # (weights, ..., iterations, status, tolerances)
         for node in flagged[(flagged >= start) & (flagged < stop)]:
             status[node - start] = nnk_compiled.SINGULAR

@@ -396,9 +396,10 @@ def nnk_graph(
         candidate mode or knn backend, ``solver="compiled"`` off the CPU, faiss (``knn_backend=
         "faiss"`` or an approximate mode) off the CPU or in float64, zero rows with the cosine
         kernel, duplicates with ``duplicates="raise"``, bad ``sigma``/``power``/
-        ``candidate_params``.
+        ``candidate_params``, ``kkt_tol`` outside ``[0, 1)``.
     TypeError
-        ``k`` or a candidate setting not an integer, ``candidate_params`` not a dict.
+        ``k`` or a candidate setting not an integer, ``candidate_params`` not a dict,
+        ``kkt_tol`` not a number.
     """
     check_choice(kernel, KERNELS, "kernel")
     check_choice(duplicates, ("raise", "ridge"), "duplicates")
@@ -619,7 +620,6 @@ def _per_node_compiled(
 
     array = np.ascontiguousarray(points.numpy())
     neighbors = np.ascontiguousarray(indices.numpy())
-    sq_norms = (array.astype(np.float64) ** 2).sum(axis=1)
     code = nnk_compiled.COSINE if kernel == "cosine" else nnk_compiled.GAUSSIAN
     param = params["power"] if kernel == "cosine" else params["sigma"]
     cap = 4 * neighbors.shape[1] + 10
@@ -631,7 +631,7 @@ def _per_node_compiled(
     with numba_threads_for(threads):
         for start in tqdm(starts, desc="NNK", disable=not progress, leave=False):
             stop = min(start + chunk, len(array))
-            outputs = nnk_compiled.nnk_nodes(array, sq_norms, neighbors, start, stop, code,
+            outputs = nnk_compiled.nnk_nodes(array, neighbors, start, stop, code,
                                              float(param), float(ridge), float(relative_tol),
                                              float(floor), cap)
             for name, values in zip(names, outputs):
@@ -650,7 +650,7 @@ def _per_node_torch(
     """Per-node stage with batched tensor operations for the given ``nodes`` (any device).
 
     The problems are formed and solved in float64 whatever the points' dtype, as the compiled
-    stage does (see :func:`sslgeom.nnk_compiled._inner_products` for why).
+    stage does (see :func:`sslgeom.nnk_compiled._pair_sq_distances` for why).
     """
     n_nodes, k = len(nodes), indices.shape[1]
     dim = points.shape[1]

@@ -259,18 +259,19 @@ def padded_rows(k: int) -> int:
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _inner_products(points, neighbors, node, rows, inner):
-    """Inner products among ``node``'s candidates and with ``node`` itself.
+def _pair_sq_distances(points, neighbors, node, rows, sq):
+    """Squared distances among ``node``'s candidates and from ``node`` to them.
 
     The candidate rows, then the node's row, are copied into ``rows`` (shape
-    ``(padded_rows(k), dim)``, zero-padded; contiguous, so they stay in cache). ``inner[a, b]``
-    for ``b <= a`` receives ``rows[a] . rows[b]``, so row ``k`` holds the node's inner products.
-    Tiles of 2 x 4 rows keep eight sums in registers per pass over ``dim``; ``fastmath`` lets
-    the compiler vectorise those sums (reassociation only). ``rows`` and ``inner`` are float64
-    whatever the dtype of the points: the squared distances formed from the inner products
-    (``||a||^2 + ||b||^2 - 2 a.b``) cancel almost completely for near neighbours, and float32
-    sums would leave the kernel distances ``1 - K_ij`` of concentrated features (about 1e-6)
-    with errors of several percent, which is what decides the NNK support there.
+    ``(padded_rows(k), dim)``, zero-padded; contiguous, so they stay in cache). ``sq[a, b]`` for
+    ``b <= a`` receives ``||rows[a] - rows[b]||^2``, so row ``k`` holds the node's distances.
+    Tiles of 2 x 4 rows keep eight sums in registers per pass over ``dim``; ``fastmath`` lets the
+    compiler vectorise those sums (reassociation only). The distances are summed from the
+    differences, not from ``||a||^2 + ||b||^2 - 2 a.b``: for near neighbours that expansion
+    cancels almost completely, and in float32 it left the kernel distances ``1 - K_ij`` of
+    concentrated features (about 1e-6) with errors of several percent, which is what decides the
+    NNK support there. Summed differences are accurate to a few float32 ulps of the distance
+    itself, at the speed of the inner products.
     """
     n_rows, dim = rows.shape
     k = neighbors.shape[1]
@@ -296,17 +297,17 @@ def _inner_products(points, neighbors, node, rows, inner):
                 y1 = rows[b + 1, d]
                 y2 = rows[b + 2, d]
                 y3 = rows[b + 3, d]
-                s00 += x0 * y0
-                s01 += x0 * y1
-                s02 += x0 * y2
-                s03 += x0 * y3
-                s10 += x1 * y0
-                s11 += x1 * y1
-                s12 += x1 * y2
-                s13 += x1 * y3
-            inner[a, b], inner[a, b + 1], inner[a, b + 2], inner[a, b + 3] = s00, s01, s02, s03
-            inner[a + 1, b], inner[a + 1, b + 1] = s10, s11
-            inner[a + 1, b + 2], inner[a + 1, b + 3] = s12, s13
+                s00 += (x0 - y0) * (x0 - y0)
+                s01 += (x0 - y1) * (x0 - y1)
+                s02 += (x0 - y2) * (x0 - y2)
+                s03 += (x0 - y3) * (x0 - y3)
+                s10 += (x1 - y0) * (x1 - y0)
+                s11 += (x1 - y1) * (x1 - y1)
+                s12 += (x1 - y2) * (x1 - y2)
+                s13 += (x1 - y3) * (x1 - y3)
+            sq[a, b], sq[a, b + 1], sq[a, b + 2], sq[a, b + 3] = s00, s01, s02, s03
+            sq[a + 1, b], sq[a + 1, b + 1] = s10, s11
+            sq[a + 1, b + 2], sq[a + 1, b + 3] = s12, s13
 
 
 @njit(cache=True, nogil=True)
@@ -327,28 +328,20 @@ def _kernel(sq_distance, kernel, param):
 
 
 @njit(cache=True, nogil=True)
-def _node_kernels(sq_norms, neighbors, node, inner, kernel, param, gram, linear, sq_out,
-                  cand_norms):
+def _node_kernels(k, sq, kernel, param, gram, linear, sq_out):
     """``K_SS`` (``1`` on the diagonal), ``K_Si`` and squared distances of one node.
 
-    ``inner`` holds the inner products of :func:`_inner_products`; ``gram`` (k, k), ``linear``
-    (k,), ``sq_out`` (k,) and the scratch ``cand_norms`` (k,) are overwritten. The diagonal is
-    ``K(x, x) = 1`` for both kernels (as :func:`sslgeom.kernels.unit_diagonal`); the caller adds
-    the node's ridge.
+    ``sq`` holds the squared distances of :func:`_pair_sq_distances`; ``gram`` (k, k), ``linear``
+    (k,) and ``sq_out`` (k,) are overwritten. The diagonal is ``K(x, x) = 1`` for both kernels
+    (as :func:`sslgeom.kernels.unit_diagonal`); the caller adds the node's ridge.
     """
-    k = neighbors.shape[1]
-    # the candidates' squared norms, gathered once (k values, not k^2 / 2 indirect loads)
     for a in range(k):
-        cand_norms[a] = sq_norms[neighbors[node, a]]
-    for a in range(k):
-        norm_a = cand_norms[a]
-        sq = max(norm_a + sq_norms[node] - 2.0 * inner[k, a], 0.0)
-        sq_out[a] = sq
-        linear[a] = _kernel(sq, kernel, param)
+        node_sq = float(sq[k, a])
+        sq_out[a] = node_sq
+        linear[a] = _kernel(node_sq, kernel, param)
         gram[a, a] = 1.0
         for b in range(a):
-            pair = max(norm_a + cand_norms[b] - 2.0 * inner[a, b], 0.0)
-            gram[a, b] = _kernel(pair, kernel, param)
+            gram[a, b] = _kernel(float(sq[a, b]), kernel, param)
     for a in range(k):  # upper triangle from the lower one, row by row
         for b in range(a + 1, k):
             gram[a, b] = gram[b, a]
@@ -369,16 +362,13 @@ def _reconstruction_error(gram, linear, theta, ridge):
 
 
 @njit(cache=True, parallel=True)
-def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, relative_tol, floor,
-              max_iter):
+def nnk_nodes(points, neighbors, start, stop, kernel, param, ridge, relative_tol, floor, max_iter):
     """Kernel matrices and exact NNK weights of nodes ``start .. stop - 1``, in parallel.
 
     Parameters
     ----------
     points : float32 or float64 array (n_points, dim), C-contiguous
         Features in the kernel's space (L2-normalised rows for the cosine kernel).
-    sq_norms : float64 array (n_points,)
-        Squared row norms of ``points``.
     neighbors : int64 array (n_points, k)
         Candidates of each node.
     start, stop : int
@@ -422,13 +412,12 @@ def nnk_nodes(points, sq_norms, neighbors, start, stop, kernel, param, ridge, re
     tolerances = np.zeros(n_nodes)
     for local in prange(n_nodes):
         node = start + local
-        rows = np.empty((n_rows, dim))  # float64: see _inner_products
-        inner = np.empty((n_rows, n_rows))
-        _inner_products(points, neighbors, node, rows, inner)
+        rows = np.empty((n_rows, dim), dtype=points.dtype)
+        sq = np.empty((n_rows, n_rows), dtype=points.dtype)
+        _pair_sq_distances(points, neighbors, node, rows, sq)
         gram = np.empty((k, k))
         linear = kernel_values[local]
-        _node_kernels(sq_norms, neighbors, node, inner, kernel, param, gram, linear,
-                      sq_distances[local], np.empty(k))
+        _node_kernels(k, sq, kernel, param, gram, linear, sq_distances[local])
         chol = np.empty((k, k))
         z = np.empty(k)
         passive = np.empty(k, dtype=np.int64)
