@@ -1583,32 +1583,33 @@ plt.close(fig)
 #
 # ## How fast is an NNK graph?
 #
-# An exact NNK graph cannot be built faster than the exact $k$-nearest-neighbour search that finds
-# its candidates. `nnk.nnk_graph` runs that search with faiss's exact inner-product index (float32
+# An NNK graph on exact candidates cannot be built faster than the exact $k$-nearest-neighbour
+# search that finds them. `nnk.nnk_graph` runs that search with faiss's exact inner-product index (float32
 # on the CPU; a blocked torch search remains for float64 and GPUs) and then solves every node's
-# non-negative QP exactly in compiled code. For the cosine kernel the rows are normalised, so the
-# search ranks by inner product, which faiss computes about 10% faster than distances. Measured by
-# `make bench` (`benchmarks/nnk.py`, cosine kernel, $k = 50$, two otherwise idle CPU cores, search,
-# kNN stage and graph alternated in one process, medians of three rounds, on 2026-11-30):
+# non-negative QP in compiled code, to the tolerance of {eq}`eq-relative-tol`. For the cosine
+# kernel the rows are normalised, so the search ranks by inner product, which faiss computes about
+# 10% faster than distances. Measured by `make bench` (`benchmarks/nnk.py`, cosine kernel,
+# $k = 50$, two otherwise idle CPU cores, search, kNN stage and graph alternated in one process,
+# medians of three rounds, on 2026-11-30):
 #
 # | points x dimension | faiss exact search | kNN stage | `nnk_graph` | ratio |
 # |---|---|---|---|---|
-# | 10,000 x 512 | 0.85 s | 0.91 s | 1.20 s | 1.40 |
-# | 100,000 x 256 | 44.7 s | 46.1 s | 48.1 s | 1.08 |
+# | 10,000 x 512 | 0.95 s | 0.85 s | 1.20 s | 1.26 |
+# | 100,000 x 256 | 46.4 s | 45.5 s | 50.1 s | 1.08 |
 #
-# Timed as separate processes, minutes apart, the same 100,000-point ratio came out at 1.14, 1.15 and
-# 1.16 in three runs (and at 1.09 and 1.24 in two runs of the earlier distance-ranked search): the
-# drift between processes is as large as the difference measured, which is why the benchmark also
-# alternates the three in one process.
-# At 10,000 points the per-node kernel matrices are a larger share of the work than at 100,000, so
-# the graph stays further from the search. The NNK authors' route (the same search, then one generic
-# QP per node in Python) took 3.8 times as long as `nnk_graph` at 10,000 points and 1.6 times at
-# 100,000.
+# Timed as separate processes in the same run, the ratios were 1.35 and 0.95: the drift between
+# processes is about 10%, as large as the difference measured, which is why the benchmark also
+# alternates the three in one process. At 10,000 points the per-node kernel matrices are a larger
+# share of the work than at 100,000, so the graph stays further from the search. The per-node
+# squared distances are summed from the coordinate differences, which keeps them accurate for
+# concentrated features at the speed of float32 inner products. The NNK authors' route (the same
+# search, then one generic QP per node in Python, solved exactly) took 4.5 times as long as
+# `nnk_graph` at 10,000 points and 1.8 times at 100,000.
 #
 # Past a million points an exact search takes about an hour on two cores. `nnk_graph(...,
 # candidates="ivf")` is an opt-in **approximate** mode: each point is searched only among nearby
-# k-means cells, and each node's QP is still solved exactly on the candidates it finds. On 1,000,000
-# synthetic clustered 256-dimensional points it built the graph in 110 s with 5.3 GB peak memory,
+# k-means cells, and each node's QP is still solved, as usual, on the candidates it finds. On 1,000,000
+# synthetic clustered 256-dimensional points it built the graph in 106 s with 4.7 GB peak memory,
 # with candidate recall 1.00 on 2,000 sampled nodes and MGM summaries unchanged to three significant
 # figures. Recall depends on the data and on `nprobe`: the same setting gave 0.63 on a 10,000-point
 # set, and there the mean neighbour count moved from 21.4 to 19.7. `make bench` measures recall
