@@ -237,6 +237,13 @@ def test_the_tolerance_rule_picks_the_nnk_default_on_lines_it_was_not_tuned_on(s
     assert counts.loc[0.1, 30] < counts.loc[0.1, 10] < 1.9
 
 
+@pytest.mark.parametrize("changes, error", [({"grid": []}, ValueError), ({"grid": [1.5]}, ValueError),
+                                            ({"ks": [2.5]}, TypeError), ({"ks": []}, ValueError)])
+def test_the_tolerance_rule_checks_its_inputs(changes, error):
+    with pytest.raises(error):
+        dimension.tolerance_rule(**changes)
+
+
 def test_noise_to_spacing_separates_resolved_from_noisy_manifolds():
     clean = synthetic.offset_manifold("flat", 400, 2, AMBIENT, offset=2.0, seed=1)
     spacing = np.median(np.sort(np.linalg.norm(clean[:, None] - clean[None], axis=-1), 1)[:, 1])

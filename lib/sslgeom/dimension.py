@@ -351,7 +351,7 @@ def tolerance_rule(
         Candidate counts the rule must hold for.
     n_points, noise, ambient_dim, seed
         The line (:func:`sslgeom.synthetic.offset_manifold`, offset 2); the default noise is
-        about 0.02 of the sampling spacing (:func:`noise_to_spacing`).
+        about 0.02-0.03 of the sampling spacing (:func:`noise_to_spacing`).
     min_count : float
         Mean count that counts as "both sides" (interior nodes have 2, the two ends 1).
 
@@ -362,6 +362,12 @@ def tolerance_rule(
     table : pandas.DataFrame
         One row per ``(relative_tol, k)``: ``mean_count`` and ``passes``.
     """
+    from sslgeom.qp import check_relative_tol
+
+    grid = [check_relative_tol(tol) for tol in grid]
+    ks = [check_int(k, "each k of ks", minimum=1) for k in ks]
+    if not grid or not ks:
+        raise ValueError("tolerance_rule needs at least one tolerance in grid and one k in ks.")
     line = synthetic.offset_manifold("flat", check_int(n_points, "n_points", minimum=max(ks) + 2),
                                      1, ambient_dim, offset=2.0, noise=float(noise), seed=seed)
     rows = [{"relative_tol": float(tol), "k": int(k),
