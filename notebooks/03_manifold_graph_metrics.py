@@ -755,9 +755,11 @@ plt.close(fig)
 # $$ (eq-relative-tol)
 #
 # with $\tau$ = {glue:text}`tol_default` (`nnk.nnk_graph(..., kkt_tol=0.01)`; the small ridge
-# that makes duplicated points solvable is also a fraction of $s_i$). The per-node problems
-# are formed and solved in float64 whatever the features' dtype, so a float32 graph and a
-# float64 graph of the same features keep the same neighbours.
+# that makes duplicated points solvable is also a fraction of $s_i$). The per-node squared
+# distances are summed from the coordinate differences, not from $\lVert a \rVert^2 +
+# \lVert b \rVert^2 - 2 a^\top b$ (which cancels for near neighbours), and the problems are
+# solved in float64, so a float32 graph and a float64 graph of the same features keep the same
+# neighbours.
 #
 # **How $\tau$ is chosen.** $\tau$ is a resolution: a candidate whose gain is below $\tau$ of the
 # neighbourhood's scale counts as noise. Too small, and noise counts; too large, and real

@@ -649,8 +649,10 @@ def _per_node_torch(
 ) -> dict:
     """Per-node stage with batched tensor operations for the given ``nodes`` (any device).
 
-    The problems are formed and solved in float64 whatever the points' dtype, as the compiled
-    stage does (see :func:`sslgeom.nnk_compiled._pair_sq_distances` for why).
+    The problems are formed and solved in float64 whatever the points' dtype: the squared
+    distances come from the norm expansion, which in float32 cancels for near neighbours (the
+    compiled stage sums them from the differences instead, see
+    :func:`sslgeom.nnk_compiled._pair_sq_distances`).
     """
     n_nodes, k = len(nodes), indices.shape[1]
     dim = points.shape[1]

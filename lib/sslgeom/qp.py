@@ -133,9 +133,9 @@ def default_kkt_tol(dtype) -> float:
 DEFAULT_RELATIVE_KKT_TOL = 0.01
 
 
-#: Smallest per-node KKT tolerance of an NNK graph. The per-node problems are formed and solved
-#: in float64 whatever the features' dtype (float32 features are exact in float64), so the
-#: floor is float64 rounding of kernel values at most 1, with a margin.
+#: Smallest per-node KKT tolerance of an NNK graph. The per-node problems are solved in float64
+#: from squared distances accurate to a few ulps of themselves (summed from the differences), so
+#: the floor is float64 rounding of kernel values at most 1, with a margin.
 KKT_FLOOR = 1e-12
 
 
