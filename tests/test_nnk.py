@@ -502,8 +502,8 @@ def test_the_count_does_not_change_when_the_manifold_is_concentrated(dim):
     counts = [nnk.nnk_graph(x, 20, dtype=dtype).n_neighbors.mean()
               for x in (wide, narrow) for dtype in ("float32", "float64")]
     assert max(counts) - min(counts) < 0.1, counts
-    absolute = [nnk.nnk_graph(x, 20, kkt_tol=0).n_neighbors.mean() for x in (wide, narrow)]
-    assert counts[0] < absolute[0]  # the tolerance prunes what only fits the noise
+    exact = [nnk.nnk_graph(x, 20, kkt_tol=0).n_neighbors.mean() for x in (wide, narrow)]
+    assert counts[0] < exact[0]  # the tolerance prunes what only fits the noise
 
 
 def test_torch_and_compiled_solvers_find_the_same_support_at_the_tolerance():

@@ -676,8 +676,9 @@ def _per_node_torch(
                       leave=False)
         for start in blocks:
             stop = min(start + rows, n_nodes)
-            gram, linear, node_sq = _node_problems(points, sq_norms, indices, nodes[start:stop],
-                                                   kernel, params, ridge)
+            gram, linear, node_sq, node_ridge = _node_problems(points, sq_norms, indices,
+                                                               nodes[start:stop], kernel, params,
+                                                               ridge)
             sq_distances[start:stop] = node_sq
             kernel_values[start:stop] = linear
             tol = node_kkt_tol(linear, relative_tol, floor)
@@ -687,7 +688,6 @@ def _per_node_torch(
             weights[start:stop] = theta.to(dtype)
             residuals[start:stop] = residual.to(dtype)
             tolerances[start:stop] = tol
-            node_ridge = ridge * neighbourhood_scale(linear)
             errors[start:stop] = reconstruction_error(gram, linear, theta, node_ridge).to(dtype)
     return {"weights": weights, "errors": errors, "kkt_residual": residuals,
             "kernel_values": kernel_values, "sq_distances": sq_distances,
@@ -697,8 +697,8 @@ def _per_node_torch(
 def _node_problems(
     points: torch.Tensor, sq_norms: torch.Tensor, indices: torch.Tensor, node_ids: torch.Tensor,
     kernel: str, params: dict, ridge: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``K_SS`` (with each node's ridge), ``K_Si`` and squared candidate distances of a block.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``K_SS`` (with each node's ridge), ``K_Si``, squared candidate distances and the ridges.
 
     Formed in float64 from the gathered rows (``sq_norms`` float64).
 
@@ -707,6 +707,8 @@ def _node_problems(
     gram : torch.Tensor, shape (n_nodes, k, k)
     linear : torch.Tensor, shape (n_nodes, k)
     node_sq : torch.Tensor, shape (n_nodes, k)
+    node_ridge : torch.Tensor, shape (n_nodes,)
+        ``ridge * mean_j (1 - K_ij)``, on the diagonal of ``gram``.
     """
     n_nodes, k, dim = len(node_ids), indices.shape[1], points.shape[1]
     cand = indices[node_ids]
@@ -717,9 +719,9 @@ def _node_problems(
     pair_sq = cand_norms[:, :, None] + cand_norms[:, None, :] - 2.0 * inner
     node_sq = (cand_norms + sq_norms[node_ids, None] - 2.0 * node_inner).clamp_(min=0.0)
     linear = kernel_from_sq_distances(node_sq, kernel, params)
-    gram = unit_diagonal(kernel_from_sq_distances(pair_sq.clamp_(min=0.0), kernel, params),
-                         ridge * neighbourhood_scale(linear))
-    return gram, linear, node_sq
+    node_ridge = ridge * neighbourhood_scale(linear)
+    gram = unit_diagonal(kernel_from_sq_distances(pair_sq.clamp_(min=0.0), kernel, params), node_ridge)
+    return gram, linear, node_sq, node_ridge
 
 
 def node_problem(result: NNKResult, features, node: int) -> tuple[np.ndarray, np.ndarray]:
