@@ -58,3 +58,24 @@ def test_preprocess_standardises_uint8():
 def test_preprocess_rejects_wrong_layout_or_dtype(bad):
     with pytest.raises(ValueError, match="uint8"):
         preprocess_uint8(bad)
+
+
+def test_convnet_maps_and_multiply_adds_match_its_docstring():
+    # ConvNet's docstring: on 28x28 inputs the blocks see 14x14, 14x14, 7x7, 7x7 maps, 3.6 million
+    # multiply-adds per image at width 16 (what the training speed of the zoo rests on)
+    backbone = build_backbone("convnet", seed=0).eval()
+    sizes, multiply_adds = [], []
+
+    def count(module, inputs, output):
+        sizes.append(tuple(output.shape[-2:]))
+        kernel = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+        multiply_adds.append(output.shape[1] * output.shape[2] * output.shape[3] * kernel)
+
+    for module in backbone.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(count)
+    backbone(torch.rand(1, 1, 28, 28))
+    assert sizes == [(14, 14), (14, 14), (7, 7), (7, 7)]
+    assert sum(multiply_adds) == 16 * 196 * 9 + 32 * 16 * 196 * 9 + 64 * 32 * 49 * 9 + 64 * 64 * 49 * 9
+    assert round(sum(multiply_adds) / 1e6, 1) == 3.6
+    assert backbone.feature_dim == 64

@@ -111,3 +111,16 @@ def test_the_committed_zoo_reads_back():
     full = [e for e in entries if e["budget_fraction"] == 1.0 and e["method"] != "random"]
     if full:
         assert len(zoo_design.training_curves(full)) > 0
+
+
+def test_archived_second_zoo_is_the_one_that_missed_the_median_goal(tmp_path):
+    # chapter 01 quotes this zoo's median gain as the reason the current zoo was redesigned
+    archived = zoo_design.archived_manifest()
+    summary = zoo_design.quality_summary(archived, backbone="convnet")
+    assert summary["n_models"] == 24 and not summary["median_goal_met"] and summary["min_goal_met"]
+    assert round(summary["median_gain"], 2) == 3.46
+    with pytest.raises(FileNotFoundError, match="git checkout"):
+        zoo_design.archived_manifest(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"runs": []}')
+    with pytest.raises(ValueError, match="not a zoo manifest"):
+        zoo_design.archived_manifest(tmp_path / "bad.json")

@@ -12,10 +12,14 @@ probe_accuracy, probe_gain_vs_random, knn_accuracy``) so that it can be tested o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from sslgeom.cache import REPO_ROOT
 
 __all__ = [
     "REFERENCE_METHODS",
@@ -25,6 +29,8 @@ __all__ = [
     "quality_summary",
     "budget_curves",
     "training_curves",
+    "SECOND_ZOO_MANIFEST",
+    "archived_manifest",
 ]
 
 #: methods that are references, not self-supervised: the random initialisation and supervised training
@@ -32,6 +38,10 @@ REFERENCE_METHODS = ("random", "supervised")
 #: the zoo's quality goals at full budget on the main backbone, in probe accuracy points over the
 #: random initialisation of the same seed: the median SSL model and the worst one
 QUALITY_GOALS = {"median_gain_points": 4.0, "min_gain_points": 2.0}
+
+#: manifest of the second default zoo (width-32 ConvNet, 86,016 images per ConvNet run), which the
+#: current zoo replaced; its checkpoints are in the git history. Step losses are dropped.
+SECOND_ZOO_MANIFEST = REPO_ROOT / "data" / "zoo-history" / "second-zoo-manifest.json"
 
 _REQUIRED = ("name", "run_id", "method", "paradigm", "backbone", "seed", "budget_fraction")
 
@@ -143,6 +153,26 @@ def quality_summary(manifest: pd.DataFrame, backbone: str = "convnet") -> dict[s
         "median_goal_met": bool(np.median(gains) >= QUALITY_GOALS["median_gain_points"]),
         "min_goal_met": bool(gains.min() >= floor),
     }
+
+
+def archived_manifest(path: str | Path = SECOND_ZOO_MANIFEST) -> pd.DataFrame:
+    """The manifest of an earlier zoo as a table (one row per checkpoint), for comparisons with it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist (restore it from git: it is committed under ``data/zoo-history``).
+    ValueError
+        If the file is not a manifest (no ``models`` list with the design columns).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No archived zoo manifest at {path}; restore it with git checkout -- {path}.")
+    try:
+        models = json.loads(path.read_text())["models"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a zoo manifest (a JSON object with a 'models' list): {error}") from error
+    return _check_manifest(pd.DataFrame(models))
 
 
 def budget_curves(manifest: pd.DataFrame) -> pd.DataFrame:
