@@ -32,7 +32,7 @@ test: setup
 test-lib: setup
 	$(PY) -m pytest -m "not notebook and not browser"
 
-## Train the designed default zoo (resumable; estimated 2.2 hours on 2 idle cores; --dry-run prints the plan).
+## Train the designed default zoo (resumable; estimated 1.5 hours on 2 idle cores; --dry-run prints the plan).
 ## ZOO_OUT=dir trains into another directory (default data/zoo).
 zoo: setup
 	$(PY) scripts/train_zoo.py $(if $(ZOO_OUT),--out $(ZOO_OUT))

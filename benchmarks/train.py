@@ -93,7 +93,7 @@ def train_throughput(config: TrainConfig, images: torch.Tensor) -> float:
 
 def measure(backbone: str, architecture: str, setting: str, args: argparse.Namespace, images: torch.Tensor,
             native_bf16: bool = False) -> dict:
-    # emulated bf16 is 10-30x slower: a few steps say enough. train_model's time includes its first
+    # emulated bf16 is 8-30x slower: a few steps say enough. train_model's time includes its first
     # step (oneDNN sets up its kernels), so the fp32 settings run enough steps to amortise it
     steps = args.steps if native_bf16 or not SETTINGS[setting]["mixed_precision"] else max(3, args.steps // 8)
     config = TrainConfig("simclr", backbone, n_train=len(images), batch_size=args.batch_size,
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(args.repeats):
         for case in cases:
             if round_index and not native_bf16 and SETTINGS[case[2]]["mixed_precision"]:
-                continue  # emulated bf16 is 10-30x slower: one round says enough, more cost minutes
+                continue  # emulated bf16 is 8-30x slower: one round says enough, more cost minutes
             row = measure(*case, args, images, native_bf16)
             if case not in best or row["images_per_s_train_model"] > best[case]["images_per_s_train_model"]:
                 best[case] = row

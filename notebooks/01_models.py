@@ -118,7 +118,7 @@ if unknown:
 # twice as wide for half this budget and fell short of its quality goal (a median gain of
 # {glue:text}`second_zoo_median_gain` points over the random initialisation, against 4; its manifest
 # is kept in `data/zoo-history/`). The narrow ConvNet costs a quarter of the multiply-adds
-# per image, trains about three times as fast on two CPU cores (`benchmarks/train.py`, `make
+# per image, trains 2.5 to 3 times as fast on two CPU cores (`benchmarks/train.py`, `make
 # bench-train`), and so could be given twice the images, four times the steps of that zoo.
 
 # %%

@@ -27,8 +27,9 @@ max-pools that the first two zoos used. On this machine's AVX2-only CPU (no nati
 net trained at about 410 images/s and could not reach the 1,500 images/s goal of issue 13 at any
 setting: two views of an image cost it about 0.18 GFLOP forward and backward, so 1,500 images/s
 would need about 265 GFLOP/s, twice what the two cores reach in a plain matrix product. The narrow
-net trains about three times as fast (``benchmarks/train.py``) and, because the budget buys four
-times the steps of the second zoo, learns more (the pilot below).
+net trains 2.5 to 3 times as fast (``benchmarks/train.py``, two runs on the idle machine: 1,372 and
+1,453 images/s against 504 and 582), still short of 1,500, and, because the budget buys four times
+the steps of the second zoo, learns more (the pilot below).
 
 Hyper-parameter rule (fixed before training, no per-seed or per-method tuning): every method uses
 AdamW at batch 64 with the first zoo's batch-32 settings scaled to the batch size by the
@@ -64,7 +65,7 @@ with a momentum teacher pay its extra forward passes, MoCo back-propagates one v
 reference one view) x (backbone cost, ``BACKBONE_COST``) / throughput, plus one evaluation
 (embedding 15,000 images and the probes, ``EVAL_SECONDS``) per checkpoint. Throughput is for
 SimCLR-cost steps on the ConvNet with ``torch.set_num_threads(2)``, fp32 channels-last; on CPUs
-without native bfloat16 (AVX2 only, like the reference machine) bf16 autocast is 10-30x slower than
+without native bfloat16 (AVX2 only, like the reference machine) bf16 autocast is 8-30x slower than
 fp32 (``benchmarks/train.py``), so the zoo trains in fp32.
 
 With ``THROUGHPUT`` = 1,200 images/s (the pilot's 1,230 rounded down), ``EVAL_SECONDS`` = 6, ConvNet

@@ -32,7 +32,7 @@ class ConvNet(nn.Module):
 
     On 28x28 inputs the blocks see 14x14, 14x14, 7x7 and 7x7 maps: 3.6 million multiply-adds per image
     at width 16. The ConvNet of the first two zoos (width 32, a max-pool after blocks 1 and 2; rebuilt
-    in ``benchmarks/train.py``) took 14.7 million; this one trains about 3 times as fast on two CPU
+    in ``benchmarks/train.py``) took 14.7 million; this one trains 2.5 to 3 times as fast on two CPU
     cores, which buys the zoo more steps.
 
     Parameters

@@ -9,7 +9,7 @@ Speed (measured in ``benchmarks/train.py``): views are computed per sample on th
 activations are kept in channels-last memory format, the optimiser is the fused kernel, and losses
 are read back to Python once every 25 steps rather than after each. bfloat16 autocast
 (``mixed_precision``) pays off only on CPUs with native bf16 (AVX512-BF16/AMX); on AVX2-only CPUs it
-is emulated and 10-30x slower than float32, so the zoo trains in float32.
+is emulated and 8-30x slower than float32, so the zoo trains in float32.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class TrainConfig:
     warmup_fraction : float
         Fraction of steps used for the warm-up.
     mixed_precision : bool
-        Run the backbone under bfloat16 autocast (faster only on CPUs with native bf16; about 10-30x
+        Run the backbone under bfloat16 autocast (faster only on CPUs with native bf16; about 8-30x
         slower on AVX2-only CPUs); projection heads, losses and the stored weights stay float32.
     optimizer : str
         ``"adamw"`` or ``"sgd"`` (momentum 0.9).
