@@ -118,8 +118,9 @@ if unknown:
 # twice as wide for half this budget and fell short of its quality goal (a median gain of
 # {glue:text}`second_zoo_median_gain` points over the random initialisation, against 4; its manifest
 # is kept in `data/zoo-history/`). The narrow ConvNet costs a quarter of the multiply-adds
-# per image, trains 2.5 to 3 times as fast on two CPU cores (`benchmarks/train.py`, `make
-# bench-train`), and so could be given twice the images, four times the steps of that zoo.
+# per image, trains {glue:text}`speedup` times as fast on two CPU cores ({glue:text}`speed_text`
+# images/s for SimCLR at batch 64 in the committed run of `make bench-train`), and so could be given
+# twice the images, four times the steps of that zoo.
 
 # %%
 table = zoo.manifest()
@@ -144,6 +145,12 @@ glue("budget_resnet", f"{int(budget_images.get('resnet', 0)):,}", display=False)
 glue("batch_size", int(main_config["batch_size"]), display=False)
 glue("n_train_images", f"{int(main_config['n_train']):,}", display=False)
 glue("steps_convnet", f"{int(ssl_full[ssl_full.backbone == 'convnet'].step.max()):,}", display=False)
+zoo_setting = "fp32, channels-last, fused AdamW (zoo)"
+speeds = zoo_design.training_speeds().query("setting == @zoo_setting").set_index("architecture")
+current_speed = speeds.filter(like="current zoo", axis=0).images_per_s_train_model.iloc[0]
+earlier_speed = speeds.filter(like="zoos 1-2", axis=0).images_per_s_train_model.iloc[0]
+glue("speedup", f"{current_speed / earlier_speed:.1f}", display=False)
+glue("speed_text", f"{current_speed:,.0f} against {earlier_speed:,.0f}", display=False)
 
 # %% [markdown]
 # The zoo holds {glue:text}`n_checkpoints` checkpoints from {glue:text}`n_runs` runs:
@@ -155,7 +162,7 @@ glue("steps_convnet", f"{int(ssl_full[ssl_full.backbone == 'convnet'].step.max()
 # {glue:text}`zoo_mb` MB (half precision, safetensors); training them took {glue:text}`train_hours` h of
 # wall-clock time on two CPU cores, summed over runs (the `train_seconds` column; the ResNet runs,
 # kept from an earlier zoo, were timed while other jobs shared the machine, and the ConvNet runs while
-# light editing work did). This is a tiny budget next to the hundreds of ImageNet epochs behind
+# light editing work and, for two runs, a reproducibility check did). This is a tiny budget next to the hundreds of ImageNet epochs behind
 # published models: the zoo is meant to have replicated, comparable geometry, not state-of-the-art
 # accuracy. The fully trained models:
 

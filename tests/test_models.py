@@ -60,10 +60,8 @@ def test_preprocess_rejects_wrong_layout_or_dtype(bad):
         preprocess_uint8(bad)
 
 
-def test_convnet_maps_and_multiply_adds_match_its_docstring():
-    # ConvNet's docstring: on 28x28 inputs the blocks see 14x14, 14x14, 7x7, 7x7 maps, 3.6 million
-    # multiply-adds per image at width 16 (what the training speed of the zoo rests on)
-    backbone = build_backbone("convnet", seed=0).eval()
+def conv_maps_and_multiply_adds(backbone: torch.nn.Module) -> tuple[list, int]:
+    """Output map sizes of the convolutions and their multiply-adds on one 28x28 image, by forward hooks."""
     sizes, multiply_adds = [], []
 
     def count(module, inputs, output):
@@ -71,11 +69,35 @@ def test_convnet_maps_and_multiply_adds_match_its_docstring():
         kernel = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
         multiply_adds.append(output.shape[1] * output.shape[2] * output.shape[3] * kernel)
 
-    for module in backbone.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            module.register_forward_hook(count)
-    backbone(torch.rand(1, 1, 28, 28))
+    hooks = [m.register_forward_hook(count) for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    backbone.eval()(torch.rand(1, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    return sizes, sum(multiply_adds)
+
+
+def test_convnet_maps_and_multiply_adds_match_its_docstring():
+    # ConvNet's docstring: on 28x28 inputs the blocks see 14x14, 14x14, 7x7, 7x7 maps, 3.6 million
+    # multiply-adds per image at width 16 (what the training speed of the zoo rests on)
+    backbone = build_backbone("convnet", seed=0)
+    sizes, multiply_adds = conv_maps_and_multiply_adds(backbone)
     assert sizes == [(14, 14), (14, 14), (7, 7), (7, 7)]
-    assert sum(multiply_adds) == 16 * 196 * 9 + 32 * 16 * 196 * 9 + 64 * 32 * 49 * 9 + 64 * 64 * 49 * 9
-    assert round(sum(multiply_adds) / 1e6, 1) == 3.6
+    assert multiply_adds == 16 * 196 * 9 + 32 * 16 * 196 * 9 + 64 * 32 * 49 * 9 + 64 * 64 * 49 * 9
+    assert round(multiply_adds / 1e6, 1) == 3.6
     assert backbone.feature_dim == 64
+
+
+def test_earlier_convnet_took_four_times_the_multiply_adds():
+    # the ConvNet of the first two zoos, as benchmarks/train.py rebuilds it: 14.7 million multiply-adds
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train.py"
+    spec = importlib.util.spec_from_file_location("train_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    sizes, earlier = conv_maps_and_multiply_adds(benchmark.first_convnet())
+    _, current = conv_maps_and_multiply_adds(build_backbone("convnet", seed=0))
+    assert sizes == [(28, 28), (14, 14), (7, 7), (7, 7)]
+    assert round(earlier / 1e6, 1) == 14.7
+    assert 3.9 < earlier / current < 4.1

@@ -124,3 +124,18 @@ def test_archived_second_zoo_is_the_one_that_missed_the_median_goal(tmp_path):
     (tmp_path / "bad.json").write_text('{"runs": []}')
     with pytest.raises(ValueError, match="not a zoo manifest"):
         zoo_design.archived_manifest(tmp_path / "bad.json")
+
+
+def test_training_speeds_read_the_committed_benchmark(tmp_path):
+    # chapter 01 quotes the speed-up of the current ConvNet over the earlier one from this file
+    speeds = zoo_design.training_speeds()
+    zoo_rows = speeds[speeds.setting == "fp32, channels-last, fused AdamW (zoo)"].set_index("architecture")
+    current = zoo_rows.filter(like="current zoo", axis=0).images_per_s_train_model
+    earlier = zoo_rows.filter(like="zoos 1-2", axis=0).images_per_s_train_model
+    assert len(current) == len(earlier) == 1 and current.iloc[0] > 2 * earlier.iloc[0]
+    assert set(speeds.batch_size) == {64}
+    with pytest.raises(FileNotFoundError, match="make bench-train"):
+        zoo_design.training_speeds(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"rows": []}')
+    with pytest.raises(ValueError, match="benchmarks/train.py"):
+        zoo_design.training_speeds(tmp_path / "bad.json")

@@ -31,6 +31,8 @@ __all__ = [
     "training_curves",
     "SECOND_ZOO_MANIFEST",
     "archived_manifest",
+    "TRAIN_BENCHMARK",
+    "training_speeds",
 ]
 
 #: methods that are references, not self-supervised: the random initialisation and supervised training
@@ -42,6 +44,9 @@ QUALITY_GOALS = {"median_gain_points": 4.0, "min_gain_points": 2.0}
 #: manifest of the second default zoo (width-32 ConvNet, 86,016 images per ConvNet run), which the
 #: current zoo replaced; its checkpoints are in the git history. Step losses are dropped.
 SECOND_ZOO_MANIFEST = REPO_ROOT / "data" / "zoo-history" / "second-zoo-manifest.json"
+
+#: results of ``benchmarks/train.py`` (``make bench-train``), committed with the code
+TRAIN_BENCHMARK = REPO_ROOT / "benchmarks" / "results" / "train.json"
 
 _REQUIRED = ("name", "run_id", "method", "paradigm", "backbone", "seed", "budget_fraction")
 
@@ -173,6 +178,32 @@ def archived_manifest(path: str | Path = SECOND_ZOO_MANIFEST) -> pd.DataFrame:
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a zoo manifest (a JSON object with a 'models' list): {error}") from error
     return _check_manifest(pd.DataFrame(models))
+
+
+def training_speeds(path: str | Path = TRAIN_BENCHMARK) -> pd.DataFrame:
+    """SimCLR training throughput per architecture and setting, as measured by ``benchmarks/train.py``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per measured case: ``architecture``, ``setting``, ``batch_size``,
+        ``images_per_s_step`` and ``images_per_s_train_model`` (images/s, two views each).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the results file is missing (run ``make bench-train``).
+    ValueError
+        If it is not the benchmark's output.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No training benchmark results at {path}; run `make bench-train` to measure them.")
+    try:
+        rows = pd.DataFrame(json.loads(path.read_text())["results"])
+        return rows[["architecture", "setting", "batch_size", "images_per_s_step", "images_per_s_train_model"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not the output of benchmarks/train.py: {error}") from error
 
 
 def budget_curves(manifest: pd.DataFrame) -> pd.DataFrame:
