@@ -156,57 +156,6 @@ def test_fast_agreement_matches_scikit_learn():
     assert checked >= 40
 
 
-def test_permutation_test_p_values_count_the_null_by_hand():
-    vectors, labels = _synthetic_zoo(seed=4, separation=0.7)
-    clusters, _ = paradigm.cluster_models(paradigm.model_distances(vectors), n_clusters=3)
-    result = paradigm.permutation_test(clusters, labels, n_permutations=300, seed=5)
-    # the null is the agreement of the clusters with the labels shuffled by the seeded generator
-    rng = np.random.default_rng(5)
-    null = np.array([[adjusted_rand_score(perm, clusters), normalized_mutual_info_score(perm, clusters)]
-                     for perm in (rng.permutation(labels) for _ in range(300))])
-    np.testing.assert_allclose(result.null_ari, null[:, 0], atol=1e-12)
-    np.testing.assert_allclose(result.null_nmi, null[:, 1], atol=1e-12)
-    assert result.ari == adjusted_rand_score(labels, clusters)
-    assert result.p_ari == (1 + np.sum(null[:, 0] >= result.ari - 1e-12)) / 301
-    assert result.p_nmi == (1 + np.sum(null[:, 1] >= result.nmi - 1e-12)) / 301
-
-
-def test_permutation_test_finds_geometry_that_follows_labels():
-    vectors, labels = _synthetic_zoo(seed=1)
-    clusters, _ = paradigm.cluster_models(paradigm.model_distances(vectors), n_clusters=3)
-    result = paradigm.permutation_test(clusters, labels, n_permutations=999, seed=0)
-    assert result.ari == 1.0 and result.nmi == pytest.approx(1.0, abs=1e-12)
-    # no shuffle of 3 x 5 labels recovers the partition here: the p-value is the floor 1 / (1 + B)
-    assert result.p_ari == result.p_nmi == 1 / 1000
-    assert len(result.null_ari) == 999
-
-
-def test_permutation_test_on_shuffled_labels_is_roughly_uniform():
-    vectors, labels = _synthetic_zoo(seed=2)
-    clusters, _ = paradigm.cluster_models(paradigm.model_distances(vectors), n_clusters=3)
-    rng = np.random.default_rng(0)
-    p_values = np.array([
-        paradigm.permutation_test(clusters, rng.permutation(labels), n_permutations=99, seed=s).p_ari
-        for s in range(40)
-    ])
-    # Under the null, p is (roughly, ARI being discrete) uniform: mean near 1/2, few small values.
-    assert 0.35 < p_values.mean() < 0.7
-    assert np.mean(p_values <= 0.05) <= 0.15
-    assert stats.kstest(p_values, "uniform").pvalue > 0.001
-
-
-def test_permutation_test_is_reproducible_and_validates():
-    vectors, labels = _synthetic_zoo(seed=4, separation=0.5)
-    clusters, _ = paradigm.cluster_models(paradigm.model_distances(vectors), n_clusters=3)
-    first = paradigm.permutation_test(clusters, labels, n_permutations=50, seed=9)
-    second = paradigm.permutation_test(clusters, labels, n_permutations=50, seed=9)
-    np.testing.assert_array_equal(first.null_ari, second.null_ari)
-    with pytest.raises(ValueError, match="single group"):
-        paradigm.permutation_test(clusters, ["x"] * len(clusters))
-    with pytest.raises(ValueError, match="at least 1"):
-        paradigm.permutation_test(clusters, labels, n_permutations=0)
-
-
 def test_eta_squared_by_hand():
     values = np.array([[1.0], [2.0], [3.0], [7.0], [8.0], [9.0]])
     codes = np.array([0, 0, 0, 1, 1, 1])
@@ -313,35 +262,6 @@ def test_invariance_ranking_orders_by_diameter():
         paradigm.invariance_ranking(pd.DataFrame(rows, columns=geometry.TABLE_COLUMNS), metric="entropy")
 
 
-def test_label_test_cuts_one_cluster_per_group_and_aligns_series():
-    vectors, labels = _synthetic_zoo(seed=6, separation=1.0)
-    distances = paradigm.model_distances(vectors)
-    series = pd.Series(labels, index=vectors.index)
-    result = paradigm.label_test(distances, series.iloc[::-1], n_permutations=200, method="complete", seed=3)
-    clusters, _ = paradigm.cluster_models(distances, 3, method="complete")
-    expected = paradigm.permutation_test(clusters, labels, 200, seed=3)
-    assert (result.ari, result.nmi, result.p_ari, result.p_nmi) == (
-        expected.ari, expected.nmi, expected.p_ari, expected.p_nmi)
-    np.testing.assert_array_equal(result.null_ari, expected.null_ari)
-    with pytest.raises(ValueError, match="labels lack the model"):
-        paradigm.label_test(distances, series.iloc[1:])
-    with pytest.raises(ValueError, match="one label per model"):
-        paradigm.label_test(distances, labels[1:])
-
-
-def test_label_tests_skip_constant_labels():
-    vectors, labels = _synthetic_zoo(seed=7)
-    distances = paradigm.model_distances(vectors)
-    info = pd.DataFrame({"paradigm": labels, "backbone": "convnet",
-                         "policy": np.tile(["strong", "weak", "strong"], 5)}, index=vectors.index)
-    table, results = paradigm.label_tests(distances, info.iloc[::-1], n_permutations=100, seed=2)
-    assert list(table.index) == list(results) == ["paradigm", "policy"]
-    assert list(table.columns) == ["groups", "ARI", "p (ARI)", "NMI", "p (NMI)"]
-    for column, groups in (("paradigm", 3), ("policy", 2)):
-        single = paradigm.label_test(distances, info[column], n_permutations=100, seed=2)
-        assert table.loc[column].tolist() == [groups, single.ari, single.p_ari, single.nmi, single.p_nmi]
-
-
 def test_sensitivity_variants_change_one_choice_each(monkeypatch):
     calls = []
 
@@ -361,22 +281,6 @@ def test_sensitivity_variants_change_one_choice_each(monkeypatch):
     calls.clear()
     same = paradigm.sensitivity_variants(["m"], settings, kernel="cosine", n_base=4)  # unchanged choices
     assert list(same) == ["main", "kNN graph"] and calls == [settings]
-
-
-def test_sensitivity_table_runs_the_label_test_per_variant():
-    vectors, labels = _synthetic_zoo(seed=8, separation=1.5)
-    table = _tidy(vectors)
-    extra = _tidy(vectors.assign(f0=vectors["f0"] * 3)).assign(model=lambda t: t["model"].str.replace("model", "ref"))
-    table = pd.concat([table, extra.query("model == 'ref0'")])  # a reference model outside the test
-    series = pd.Series(labels, index=vectors.index)
-    result = paradigm.sensitivity_table({"main": (table, "nnk"), "kNN graph": (table, "knn")}, series,
-                                        statistics=None, n_permutations=150, seed=4)
-    assert list(result.columns) == ["features", "ARI", "p (ARI)", "NMI", "p (NMI)"]
-    for variant, graph in (("main", "nnk"), ("kNN graph", "knn")):
-        # vectors over every model of the table, then restricted to the tested models
-        tested = paradigm.geometry_vectors(table, graph=graph, statistics=None).loc[series.index]
-        single = paradigm.label_test(paradigm.model_distances(tested), series, n_permutations=150, seed=4)
-        assert result.loc[variant].tolist() == [12, single.ari, single.p_ari, single.nmi, single.p_nmi]
 
 
 # --- the method as the unit: cluster agreement over method partitions, label variants ---
@@ -499,3 +403,9 @@ def test_run_trajectories_measure_each_runs_steps():
     first = table[(table["run"] == "r1") & (table["budget"] == 0.25)].iloc[0]
     assert first["to_final"] == 3.0 and first["step"] == 1.0
     assert (table.loc[table["run"] == "r2", ["to_final", "step"]] == 0).all().all()
+
+
+def test_no_model_level_label_shuffle_is_offered():
+    # seeds of a method are replicates: every label test of this module reassigns whole methods
+    for removed in ("permutation_test", "label_test", "label_tests", "sensitivity_table", "PermutationResult"):
+        assert not hasattr(paradigm, removed)

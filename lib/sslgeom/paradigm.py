@@ -4,11 +4,11 @@ Works on the tidy geometry table of :mod:`sslgeom.geometry` (or any table with i
 everything here can be tested on synthetic zoos): one geometry vector per model
 (:func:`geometry_vectors`), z-scored distances between them (:func:`model_distances`),
 hierarchical clusters (:func:`cluster_models`), their agreement with a label such as the training
-paradigm (:func:`cluster_agreement`) tested against a label-permutation null
-(:func:`permutation_test`, :func:`label_test`), per-feature effect sizes (:func:`effect_sizes`),
-a two-dimensional map (:func:`embedding_2d`), invariance ranks (:func:`invariance_ranking`), and
-the sensitivity of the label test to the analysis choices (:func:`sensitivity_variants`,
-:func:`sensitivity_table`).
+paradigm (:func:`cluster_agreement`), per-feature effect sizes (:func:`effect_sizes`), a
+two-dimensional map (:func:`embedding_2d`), invariance ranks (:func:`invariance_ranking`), and the
+geometry tables of the analysis variants (:func:`sensitivity_variants`). There is no test that
+shuffles labels between *models*: seeds of one method are replicates, not independent units, so
+every test of a label reassigns whole methods (below).
 
 With the method as the unit (the zoo's design, :mod:`sslgeom.design`): cluster agreement over
 every partition of the methods into paradigms (:func:`unit_agreement_test`), paradigm labels moved
@@ -44,16 +44,11 @@ __all__ = [
     "model_distances",
     "cluster_models",
     "cluster_agreement",
-    "PermutationResult",
-    "permutation_test",
     "effect_sizes",
     "eta_squared_interval",
     "embedding_2d",
     "invariance_ranking",
-    "label_test",
-    "label_tests",
     "sensitivity_variants",
-    "sensitivity_table",
     "AgreementResult",
     "unit_agreement_test",
     "relabel",
@@ -227,67 +222,6 @@ def _fast_agreement(clusters: np.ndarray, codes: np.ndarray, n_clusters: int, n_
     denominator = (entropy(rows) + entropy(cols)) / 2
     nmi = mutual / denominator if denominator > 0 else 1.0
     return float(ari), float(max(nmi, 0.0))
-
-
-@dataclass(frozen=True)
-class PermutationResult:
-    """Agreement of clusters with labels against a label-permutation null.
-
-    Attributes
-    ----------
-    ari, nmi : float
-        Observed agreement.
-    p_ari, p_nmi : float
-        ``(1 + #{null >= observed}) / (1 + n_permutations)``
-        (:func:`sslgeom.stats.permutation_pvalue`).
-    null_ari, null_nmi : array, shape (n_permutations,)
-    """
-
-    ari: float
-    nmi: float
-    p_ari: float
-    p_nmi: float
-    null_ari: np.ndarray = field(repr=False)
-    null_nmi: np.ndarray = field(repr=False)
-
-
-def permutation_test(
-    clusters: Sequence, labels: Sequence, n_permutations: int = 2000, seed: int = 0
-) -> PermutationResult:
-    """Is the agreement between clusters and labels larger than by chance?
-
-    The clusters come from geometry alone, so under the null hypothesis (geometry unrelated to
-    the labels) every assignment of the labels to models is equally likely: shuffle the labels,
-    recompute ARI and NMI, and count how often chance does at least as well.
-
-    Parameters
-    ----------
-    clusters, labels : sequence, shape (n_models,)
-    n_permutations : int
-    seed : int
-
-    Returns
-    -------
-    PermutationResult
-    """
-    n_permutations = check_int(n_permutations, "n_permutations", minimum=1)
-    labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2:
-        raise ValueError("labels hold a single group; a test of agreement needs at least two.")
-    observed = cluster_agreement(clusters, labels)
-    _, cluster_codes = np.unique(np.asarray(clusters), return_inverse=True)
-    _, label_codes = np.unique(labels, return_inverse=True)
-    n_clusters, n_labels = cluster_codes.max() + 1, label_codes.max() + 1
-    rng = np.random.default_rng(seed)
-    if n_clusters < 2:  # one cluster: agreement is 0 whatever the labels; the sklearn path handles it
-        null = np.array([list(cluster_agreement(clusters, rng.permutation(labels)).values())
-                         for _ in range(n_permutations)])
-    else:
-        null = np.array([_fast_agreement(cluster_codes, rng.permutation(label_codes), n_clusters, n_labels)
-                         for _ in range(n_permutations)])
-    p_ari, p_nmi = permutation_pvalue([observed["ari"], observed["nmi"]], null)
-    return PermutationResult(ari=observed["ari"], nmi=observed["nmi"], p_ari=float(p_ari),
-                             p_nmi=float(p_nmi), null_ari=null[:, 0], null_nmi=null[:, 1])
 
 
 def _eta_squared(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
@@ -464,95 +398,6 @@ def invariance_ranking(
 # Does a label explain the clusters? The test of chapter 04 and its sensitivity analysis
 # ---------------------------------------------------------------------------------------------
 
-def _aligned_labels(labels: pd.Series | Sequence, models: pd.Index) -> np.ndarray:
-    """Labels as strings in the order of ``models`` (a Series is aligned on its index)."""
-    if isinstance(labels, pd.Series):
-        absent = [model for model in models if model not in labels.index]
-        if absent:
-            raise ValueError(f"labels lack the model(s) {absent[:5]}; give one label per model of the distances.")
-        labels = labels.loc[models]
-    labels = np.asarray(labels).astype(str)
-    if labels.shape != (len(models),):
-        raise ValueError(f"{labels.shape[0] if labels.ndim else 0} labels for {len(models)} models; "
-                         "give one label per model, in the order of the distance matrix.")
-    return labels
-
-
-def label_test(
-    distances: pd.DataFrame,
-    labels: pd.Series | Sequence,
-    *,
-    n_permutations: int = 2000,
-    method: str = "average",
-    seed: int = 0,
-) -> PermutationResult:
-    """Cut the models' tree into as many clusters as the label has values and test the agreement.
-
-    Parameters
-    ----------
-    distances : pandas.DataFrame, shape (n_models, n_models)
-        From :func:`model_distances`.
-    labels : pandas.Series or sequence, shape (n_models,)
-        One label per model (a Series is aligned on its index); compared as strings.
-    n_permutations : int
-        Label shuffles of the null distribution.
-    method : str
-        Linkage rule (:data:`LINKAGES`).
-    seed : int
-        Seed of the shuffles.
-
-    Returns
-    -------
-    PermutationResult
-        The tree is cut into ``max(2, n_groups)`` clusters.
-    """
-    labels = _aligned_labels(labels, distances.index)
-    n_groups = len(np.unique(labels))
-    clusters, _ = cluster_models(distances, max(2, n_groups), method=method)
-    return permutation_test(clusters, labels, n_permutations, seed=seed)
-
-
-def _agreement_row(result: PermutationResult, n_groups: int) -> dict[str, float]:
-    return {"groups": n_groups, "ARI": result.ari, "p (ARI)": result.p_ari, "NMI": result.nmi,
-            "p (NMI)": result.p_nmi}
-
-
-def label_tests(
-    distances: pd.DataFrame,
-    labels: pd.DataFrame,
-    *,
-    n_permutations: int = 2000,
-    method: str = "average",
-    seed: int = 0,
-) -> tuple[pd.DataFrame, dict[str, PermutationResult]]:
-    """:func:`label_test` for each label column that takes at least two values among the models.
-
-    Parameters
-    ----------
-    distances : pandas.DataFrame, shape (n_models, n_models)
-    labels : pandas.DataFrame
-        Indexed by model (at least the models of ``distances``), one column per label (e.g.
-        ``paradigm``, ``backbone``, ``policy`` from :func:`sslgeom.zoo.model_labels`).
-    n_permutations, method, seed
-        As in :func:`label_test` (every label uses the same seed).
-
-    Returns
-    -------
-    table : pandas.DataFrame
-        One row per tested label; columns ``groups, ARI, p (ARI), NMI, p (NMI)``.
-    results : dict of str to PermutationResult
-        The full results (null distributions), by label.
-    """
-    rows, results = {}, {}
-    for column in labels.columns:
-        values = labels[column].loc[distances.index]
-        if values.nunique() < 2:
-            continue  # a label with one value among these models cannot be tested
-        results[column] = label_test(distances, values, n_permutations=n_permutations, method=method, seed=seed)
-        rows[column] = _agreement_row(results[column], values.nunique())
-    return pd.DataFrame(rows).T, results
-
-
 def sensitivity_variants(
     model_names: Sequence[str],
     settings: GeometrySettings,
@@ -592,46 +437,6 @@ def sensitivity_variants(
     if "knn" in settings.graphs:
         variants["kNN graph"] = (main, "knn")
     return variants
-
-
-def sensitivity_table(
-    variants: Mapping[str, tuple[pd.DataFrame, str]],
-    labels: pd.Series,
-    *,
-    statistics: Sequence[str] | None = ("mean",),
-    n_permutations: int = 2000,
-    method: str = "average",
-    seed: int = 0,
-) -> pd.DataFrame:
-    """The label test of each analysis variant (from :func:`sensitivity_variants`).
-
-    For each variant, the geometry vectors of every model in its table (a feature undefined for
-    any model is left out), restricted to the models of ``labels``, then distances, clusters and
-    :func:`label_test`.
-
-    Parameters
-    ----------
-    variants : mapping of str to (pandas.DataFrame, str)
-        Variant name -> (geometry table, graph).
-    labels : pandas.Series
-        Label of each tested model, indexed by model (e.g. the paradigm of the SSL models).
-    statistics : sequence of str or None
-        Node summaries entering the geometry vectors.
-    n_permutations, method, seed
-        As in :func:`label_test`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per variant; columns ``features, ARI, p (ARI), NMI, p (NMI)``.
-    """
-    rows = {}
-    for variant, (table, graph) in variants.items():
-        vectors = geometry_vectors(table, graph=graph, statistics=statistics).loc[labels.index]
-        result = label_test(model_distances(vectors), labels, n_permutations=n_permutations, method=method,
-                            seed=seed)
-        rows[variant] = {**_agreement_row(result, labels.nunique()), "features": vectors.shape[1]}
-    return pd.DataFrame(rows).T[["features", "ARI", "p (ARI)", "NMI", "p (NMI)"]]
 
 
 # ---------------------------------------------------------------------------------------------
