@@ -22,7 +22,6 @@ import os
 import platform
 import time
 from pathlib import Path
-
 from unittest import mock
 
 import torch
@@ -126,18 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (4096, 1, 28, 28), dtype=torch.uint8, generator=generator)
 
-    cases = CASES
     load_before = os.getloadavg()
-    best: dict[tuple[str, str], dict] = {}
+    best: dict[tuple[str, str, str], dict] = {}
     native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     for round_index in range(args.repeats):
-        for case in cases:
+        for case in CASES:
             if round_index and not native_bf16 and SETTINGS[case[2]]["mixed_precision"]:
                 continue  # emulated bf16 is 8-30x slower: one round says enough, more cost minutes
             row = measure(*case, args, images, native_bf16)
             if case not in best or row["images_per_s_train_model"] > best[case]["images_per_s_train_model"]:
                 best[case] = row
-    rows = [best[case] for case in cases]
+    rows = [best[case] for case in CASES]
     current = best[("convnet", CONVNET, NEW)]["images_per_s_train_model"]
     report = {
         "goal_images_per_s": GOAL_IMAGES_PER_S,
