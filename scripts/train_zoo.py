@@ -28,8 +28,8 @@ net trained at about 410 images/s and could not reach the 1,500 images/s goal of
 setting: two views of an image cost it about 0.18 GFLOP forward and backward, so 1,500 images/s
 would need about 265 GFLOP/s, twice what the two cores reach in a plain matrix product. The narrow
 net trains 2.5 to 3 times as fast (``benchmarks/train.py``, two runs on the idle machine: 1,372 and
-1,453 images/s against 504 and 582), still short of 1,500, and, because the budget buys four times
-the steps of the second zoo, learns more (the pilot below).
+1,453 images/s against 504 and 582), still short of 1,500, and, given twice the images and steps of
+the second zoo in less time, learns more (the pilot below).
 
 Hyper-parameter rule (fixed before training, no per-seed or per-method tuning): every method uses
 AdamW at batch 64 with the first zoo's batch-32 settings scaled to the batch size by the
