@@ -120,7 +120,9 @@ if unknown:
 # is kept in `data/zoo-history/`). The narrow ConvNet costs a quarter of the multiply-adds
 # per image, trains {glue:text}`speedup` times as fast on two CPU cores ({glue:text}`speed_text`
 # images/s for SimCLR at batch 64 in the committed run of `make bench-train`), and so could be given
-# twice the images and twice the steps of that zoo (same batch size), in less training time.
+# twice the images and twice the steps of that zoo (same batch size): its ConvNet runs trained for
+# {glue:text}`convnet_hours` h, against {glue:text}`second_zoo_convnet_hours` h for that zoo's
+# (summed over runs; the earlier zoo's were timed while other jobs shared the machine).
 
 # %%
 table = zoo.manifest()
@@ -137,8 +139,7 @@ glue("n_runs", table.run_id.nunique(), display=False)
 glue("n_ssl", len(ssl_full), display=False)
 glue("n_methods", ssl_full.method.nunique(), display=False)
 glue("zoo_mb", f"{table.size_bytes.sum() / 2**20:.1f}", display=False)
-# a run's checkpoints record the time since the run started: its last one holds the run's time
-glue("train_hours", f"{table.groupby('run_id').train_seconds.max().sum() / 3600:.1f}", display=False)
+glue("train_hours", f"{zoo_design.training_hours(table):.1f}", display=False)
 budget_images = ssl_full.groupby("backbone").images_seen.first()
 glue("budget_convnet", f"{int(budget_images.get('convnet', 0)):,}", display=False)
 glue("budget_resnet", f"{int(budget_images.get('resnet', 0)):,}", display=False)
@@ -151,6 +152,9 @@ current_speed = speeds.filter(like="current zoo", axis=0).images_per_s_train_mod
 earlier_speed = speeds.filter(like="zoos 1-2", axis=0).images_per_s_train_model.iloc[0]
 glue("speedup", f"{current_speed / earlier_speed:.1f}", display=False)
 glue("speed_text", f"{current_speed:,.0f} against {earlier_speed:,.0f}", display=False)
+glue("convnet_hours", f"{zoo_design.training_hours(table, backbone='convnet'):.1f}", display=False)
+glue("second_zoo_convnet_hours", f"{zoo_design.training_hours(zoo_design.archived_manifest(), backbone='convnet'):.1f}",
+     display=False)
 
 # %% [markdown]
 # The zoo holds {glue:text}`n_checkpoints` checkpoints from {glue:text}`n_runs` runs:

@@ -139,3 +139,14 @@ def test_training_speeds_read_the_committed_benchmark(tmp_path):
     (tmp_path / "bad.json").write_text('{"rows": []}')
     with pytest.raises(ValueError, match="benchmarks/train.py"):
         zoo_design.training_speeds(tmp_path / "bad.json")
+
+
+def test_training_hours_sum_each_runs_last_checkpoint():
+    manifest = made_up_manifest()
+    manifest["train_seconds"] = 3600.0 * manifest["budget_fraction"]  # a run's checkpoints: 0.25, 0.5, 1 h
+    runs = manifest.groupby("run_id")
+    assert zoo_design.training_hours(manifest) == pytest.approx(float(runs["budget_fraction"].max().sum()))
+    convnet_runs = manifest[manifest.backbone == "convnet"].run_id.nunique()
+    trained = manifest[(manifest.backbone == "convnet") & (manifest.budget_fraction > 0)].run_id.nunique()
+    assert zoo_design.training_hours(manifest, backbone="convnet") == pytest.approx(trained)
+    assert trained < convnet_runs  # the random inits took no training time

@@ -33,6 +33,7 @@ __all__ = [
     "archived_manifest",
     "TRAIN_BENCHMARK",
     "training_speeds",
+    "training_hours",
 ]
 
 #: methods that are references, not self-supervised: the random initialisation and supervised training
@@ -170,13 +171,8 @@ def archived_manifest(path: str | Path = SECOND_ZOO_MANIFEST) -> pd.DataFrame:
     ValueError
         If the file is not a manifest (no ``models`` list with the design columns).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No archived zoo manifest at {path}; restore it with git checkout -- {path}.")
-    try:
-        models = json.loads(path.read_text())["models"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not a zoo manifest (a JSON object with a 'models' list): {error}") from error
+    models = _json_list(path, "models", f"restore it with git checkout -- {path}",
+                        "a zoo manifest (a JSON object with a 'models' list)")
     return _check_manifest(pd.DataFrame(models))
 
 
@@ -196,14 +192,38 @@ def training_speeds(path: str | Path = TRAIN_BENCHMARK) -> pd.DataFrame:
     ValueError
         If it is not the benchmark's output.
     """
+    rows = pd.DataFrame(_json_list(path, "results", "run `make bench-train` to measure them",
+                                   "the output of benchmarks/train.py"))
+    columns = ["architecture", "setting", "batch_size", "images_per_s_step", "images_per_s_train_model"]
+    missing = sorted(set(columns) - set(rows.columns))
+    if missing:
+        raise ValueError(f"{path} is not the output of benchmarks/train.py: no columns {missing}.")
+    return rows[columns]
+
+
+def training_hours(manifest: pd.DataFrame, backbone: str | None = None) -> float:
+    """Wall-clock training hours summed over runs (each run's last checkpoint holds its time).
+
+    ``backbone`` restricts the sum to one backbone's runs; None sums every run.
+    """
+    manifest = _check_manifest(manifest, ("train_seconds",))
+    if backbone is not None:
+        manifest = manifest[manifest["backbone"] == backbone]
+    return float(manifest.groupby("run_id")["train_seconds"].max().sum() / 3600)
+
+
+def _json_list(path: str | Path, key: str, fix: str, what: str) -> list:
+    """The list under ``key`` of a JSON file; a missing file or another layout raises with ``fix``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No training benchmark results at {path}; run `make bench-train` to measure them.")
+        raise FileNotFoundError(f"No file at {path}; {fix}.")
     try:
-        rows = pd.DataFrame(json.loads(path.read_text())["results"])
-        return rows[["architecture", "setting", "batch_size", "images_per_s_step", "images_per_s_train_model"]]
+        rows = json.loads(path.read_text())[key]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not the output of benchmarks/train.py: {error}") from error
+        raise ValueError(f"{path} is not {what}: {error}") from error
+    if not isinstance(rows, list):
+        raise ValueError(f"{path} is not {what}: {key!r} is not a list.")
+    return rows
 
 
 def budget_curves(manifest: pd.DataFrame) -> pd.DataFrame:
