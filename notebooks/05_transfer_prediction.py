@@ -29,7 +29,7 @@
 # Library functions this chapter calls (see the API reference): {py:func}`~sslgeom.tasks.build_tasks`,
 # {py:func}`~sslgeom.transfer.measure_transfer`, {py:func}`~sslgeom.transfer.spectrum_baselines`,
 # {py:func}`~sslgeom.transfer.source_scores`, {py:func}`~sslgeom.crossval.score_targets`,
-# {py:func}`~sslgeom.crossval.bootstrap_score`, {py:func}`~sslgeom.crossval.paired_comparison`,
+# {py:func}`~sslgeom.crossval.paired_comparison`,
 # {py:func}`~sslgeom.crossval.correlation_power`, {py:func}`~sslgeom.stats.verdict`,
 # {py:func}`~sslgeom.export.export_table`.
 #
@@ -471,8 +471,10 @@ B = n_permutations or stats.permutations_needed(m_per_family, q)
 results, scored = [], {}
 jobs = [(a, p, protocol) for a in analyses for p in predictors_for(a) for protocol in protocols]
 for analysis, (name, descriptors, options), protocol in tqdm(jobs, desc="scores"):
+    is_claim = (analysis, name, protocol) == (main_backbone, "MGM all", "linear")  # the claim's interval
     result = crossval.score_targets(descriptors, targets[target_columns[protocol]], design, options=options,
-                                    evaluation=analyses[analysis], n_permutations=B, seed=seed)
+                                    evaluation=analyses[analysis], n_permutations=B, n_boot=n_boot if is_claim else 0,
+                                    seed=seed)
     scored[(analysis, name, protocol)] = result
     frame = result.table().rename_axis("target").reset_index()
     results.append(frame.assign(analysis=analysis, predictor=name, protocol=protocol))
@@ -708,9 +710,7 @@ plt.close(fig)
 # %% tags=["remove-stderr"]
 claim_row = primary.set_index(["analysis", "predictor"]).loc[(main_backbone, "MGM all")]
 claim_result = scored[(main_backbone, "MGM all", "linear")]
-low, high, draws = crossval.bootstrap_score(mgm_all, targets[target_columns["linear"]], design, options=mgm_options,
-                                            evaluation=analyses[main_backbone], n_boot=n_boot, seed=seed)
-claim_low, claim_high = low - claim_result.mean.null_mean, high - claim_result.mean.null_mean
+claim_low, claim_high = claim_result.mean_interval
 claim_verdict = stats.verdict(claim_row["q_bh"], power_at_minimal, q=q)
 claim_statistic = (f"calibrated Spearman {claim_row['calibrated']:.2f} [{claim_low:.2f}, {claim_high:.2f}], "
                    f"p {stats.format_pvalue(claim_row['p_value'], B)}, BH q = {stats.format_pvalue(claim_row['q_bh'])}")

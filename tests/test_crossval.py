@@ -185,15 +185,26 @@ def test_score_targets_matches_each_target_alone_and_shares_permutations():
         crossval.score_targets(x, targets, MANIFEST, options=PLUS, n_permutations=5)
 
 
-def test_bootstrap_score_covers_the_observed_score_and_refits():
+def test_score_targets_bootstrap_covers_the_observed_score_and_refits():
     rng = np.random.default_rng(31)
     x = _clustered(rng, 3)
     y = pd.Series(x[0] + 0.5 * rng.normal(size=len(x)), index=x.index)
-    low, high, draws = crossval.bootstrap_score(x, y, MANIFEST, n_boot=60, seed=0)
-    observed = crossval.score_targets(x, y, MANIFEST, n_permutations=1).mean.observed
-    assert low < observed < high and np.isfinite(draws).sum() >= 55
-    fixed_low, fixed_high, _ = crossval.bootstrap_score(x[0], y, MANIFEST, options=PLUS, n_boot=60, seed=0)
-    assert 0.5 < fixed_low < fixed_high
+    result = crossval.score_targets(x, y, MANIFEST, n_permutations=9, n_boot=60, seed=0)
+    low, high = result.mean_interval  # calibrated: the draws' percentiles minus the null mean
+    raw_low, raw_high = np.nanpercentile(result.boot, [2.5, 97.5])
+    assert (low, high) == pytest.approx((raw_low - result.mean.null_mean, raw_high - result.mean.null_mean))
+    assert raw_low < result.mean.observed < raw_high and np.isfinite(result.boot).sum() >= 55
+    # each draw refits: with a refitted pipeline the draws vary, and the permutations do not move them
+    assert np.nanstd(result.boot) > 0.01
+    again = crossval.score_targets(x, y, MANIFEST, n_permutations=3, n_boot=60, seed=0)
+    np.testing.assert_array_equal(again.boot, result.boot)
+    fixed = crossval.score_targets(x[0], y, MANIFEST, options=PLUS, n_permutations=9, n_boot=60, seed=0)
+    assert 0.5 < np.nanpercentile(fixed.boot, 2.5) < np.nanpercentile(fixed.boot, 97.5)
+    # without a bootstrap there is no interval
+    plain = crossval.score_targets(x, y, MANIFEST, n_permutations=9, seed=0)
+    assert np.isnan(plain.mean_interval).all() and plain.boot.shape == (0,)
+    with pytest.raises(ValueError, match="n_boot"):
+        crossval.score_targets(x, y, MANIFEST, n_permutations=9, n_boot=-1)
 
 
 def test_paired_comparison_with_a_fixed_sign_baseline_and_several_targets():

@@ -15,7 +15,8 @@ transfer is easy to "predict" from its siblings. The unit of every step here is 
   baseline with a sign fixed in advance (``PipelineOptions(sign=...)``) is scored the same way,
   nothing fitted. One target or several at once, with one set of permutations shared by all
   targets, so that their mean score has a null and a p-value of its own; it also reports how
-  often each descriptor was selected; :func:`bootstrap_score` resamples methods and refits;
+  often each descriptor was selected and, on request, a bootstrap interval over methods that
+  refits everything;
 - :func:`paired_comparison` compares two predictors: a bootstrap over methods that refits
   everything and a paired permutation test that swaps their predictions per method
   (:class:`sslgeom.design.MethodPermutations`);
@@ -54,7 +55,6 @@ __all__ = [
     "correlation_power",
     "ScoreSet",
     "score_targets",
-    "bootstrap_score",
     "effective_descriptors",
 ]
 
@@ -123,9 +123,9 @@ class Evaluation:
     """What a predictor is evaluated on: which models, which unit leaves together, which score.
 
     The three travel together through every function of this module that predicts or scores
-    (:func:`lomo_predict`, :func:`score_targets`, :func:`bootstrap_score`,
-    :func:`paired_comparison`, :func:`correlation_power`); a function that only predicts
-    (:func:`lomo_predict`) reads ``backbone`` and ``unit`` and leaves ``statistic`` aside. Frozen
+    (:func:`lomo_predict`, :func:`score_targets`, :func:`paired_comparison`,
+    :func:`correlation_power`); a function that only predicts (:func:`lomo_predict`) reads
+    ``backbone`` and ``unit`` and leaves ``statistic`` aside. Frozen
     and validated once; whether ``unit`` is a column of the design is checked against the design.
 
     Attributes
@@ -350,12 +350,19 @@ class ScoreSet:
     selected : pandas.DataFrame, shape (n_descriptors, n_targets)
         Fraction of folds in which each descriptor was kept (all ones without selection; empty for
         a fixed-sign baseline).
+    mean_interval : tuple of float
+        Percentile bootstrap interval over methods of the *calibrated* mean score (``n_boot``
+        draws, everything refitted, minus ``mean.null_mean``); NaN without a bootstrap.
+    boot : array, shape (n_boot,)
+        The draws of the raw mean score (NaN for draws with fewer than 3 distinct methods).
     """
 
     per_target: dict
     mean: CalibratedScore
     predictions: pd.DataFrame
     selected: pd.DataFrame
+    mean_interval: tuple[float, float] = (float("nan"), float("nan"))
+    boot: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
     def table(self) -> pd.DataFrame:
         """One row per target and one for ``"mean"``: ``observed, null_mean, null_sd, calibrated, p_value, n_permutations``."""
@@ -392,6 +399,8 @@ def score_targets(
     options: PipelineOptions = PipelineOptions(),
     evaluation: Evaluation = Evaluation(),
     n_permutations: int = 199,
+    n_boot: int = 0,
+    level: float = 0.95,
     seed: int = 0,
 ) -> ScoreSet:
     """A predictor's out-of-sample score on each target and on their mean, beside its method-level permutation null.
@@ -408,6 +417,14 @@ def score_targets(
     gives the p-value and its mean (about zero) is reported for symmetry with the fitted
     predictors. To score such a baseline through the same cross-validation as the geometry
     instead, pass it with fitted options.
+
+    With ``n_boot > 0`` the mean score also gets an interval: each draw resamples methods with
+    replacement (a method drawn twice brings two copies of all its models, which leave their fold
+    together), reruns the whole pipeline (selection, penalty, fit; nothing for a fixed-sign
+    baseline) on every target and records the mean over targets of the score. The interval of the
+    calibrated score subtracts the null mean from the draws' percentiles: the null's bias is taken
+    as fixed, since it depends on the design, which a draw changes only by which methods are
+    repeated.
 
     Each score is reported as ``calibrated = observed - mean(null)``. Why: cross-validated scores
     are biased even when descriptors carry no information. Holding a method out moves the training
@@ -431,13 +448,20 @@ def score_targets(
     evaluation : Evaluation
         The models used, the unit permuted and left out together, and the score; a ``statistic`` of
         ``"r2"`` compares raw values and is rarely meaningful for a fixed-sign baseline on another scale.
-    n_permutations, seed : int
+    n_permutations : int
+    n_boot : int
+        Bootstrap draws over methods for the interval of the mean score; 0 skips the bootstrap.
+    level : float
+        Level of that interval.
+    seed : int
+        Seed of the permutations and, independently, of the bootstrap draws.
 
     Returns
     -------
     ScoreSet
     """
     check_int(n_permutations, "n_permutations", minimum=1)
+    check_int(n_boot, "n_boot", minimum=0)
     targets = _as_targets(targets)
     problem, y = _targets_problem(descriptors, targets, design, evaluation)
     index = unit_permutations(problem.units, n_permutations, seed, positions=problem.positions)  # (B, n)
@@ -455,8 +479,12 @@ def score_targets(
                                 columns=targets.columns)
     with np.errstate(all="ignore"):
         mean_scores = np.nanmean(scores, axis=0)
-    return ScoreSet(per_target, _calibrate(mean_scores),
-                    pd.DataFrame(predictions[:, ::width], index=problem.index, columns=targets.columns), selected)
+    mean = _calibrate(mean_scores)
+    boot = _bootstrap_mean(problem, y, options, evaluation.statistic, n_boot, seed)
+    low, high = _interval(boot, check_float(level, "level", 0.0, 1.0)) if n_boot else (float("nan"), float("nan"))
+    return ScoreSet(per_target, mean,
+                    pd.DataFrame(predictions[:, ::width], index=problem.index, columns=targets.columns), selected,
+                    (low - mean.null_mean, high - mean.null_mean), boot)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,49 +520,17 @@ def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
     return _percentile_interval(draws, level)
 
 
-def bootstrap_score(
-    descriptors: pd.DataFrame | pd.Series,
-    targets: pd.Series | pd.DataFrame,
-    design: pd.DataFrame,
-    *,
-    options: PipelineOptions = PipelineOptions(),
-    evaluation: Evaluation = Evaluation(),
-    n_boot: int = 200,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, np.ndarray]:
-    """Bootstrap over methods of a predictor's mean out-of-sample score, refitting everything per draw.
+def _bootstrap_mean(
+    problem: _Problem, y: np.ndarray, options: PipelineOptions, statistic: str, n_boot: int, seed: int
+) -> np.ndarray:
+    """Mean score over targets of ``n_boot`` draws of whole methods, the pipeline refitted per draw: (n_boot,).
 
-    Each draw resamples methods with replacement (a method drawn twice brings two copies of all its
-    models, which leave their fold together), reruns the whole pipeline (selection, penalty, fit;
-    nothing for a fixed-sign baseline) on every target and records the mean over targets of the
-    score. For an interval of the calibrated score, subtract the null mean of :func:`score_targets`
-    from the draws (the null's bias is taken as fixed: it depends on the design, which a draw
-    changes only by which methods are repeated).
-
-    Parameters
-    ----------
-    descriptors, targets, design, options, evaluation
-        As in :func:`score_targets`.
-    n_boot : int
-    level : float
-    seed : int
-
-    Returns
-    -------
-    low, high : float
-        Percentile interval of the draws.
-    draws : array, shape (n_boot,)
-        NaN for draws with fewer than 3 distinct methods.
+    NaN for draws with fewer than 3 distinct methods; empty for ``n_boot = 0``.
     """
-    check_int(n_boot, "n_boot", minimum=1)
-    problem, y = _targets_problem(descriptors, _as_targets(targets), design, evaluation)
-
     def score(rows: np.ndarray) -> float:
-        return _mean_score(y[rows], _predict_columns(problem.take(rows), y[rows], options), evaluation.statistic)
+        return _mean_score(y[rows], _predict_columns(problem.take(rows), y[rows], options), statistic)
 
-    draws = _unit_bootstrap(problem, n_boot, np.random.default_rng(seed), score)
-    return (*_interval(draws, level), draws)
+    return _unit_bootstrap(problem, n_boot, np.random.default_rng(seed), score)
 
 
 # ---------------------------------------------------------------------------------------------
