@@ -30,7 +30,7 @@
 # {py:func}`~sslgeom.permanova.nested_permanova`, {py:func}`~sslgeom.permanova.permanova`,
 # {py:func}`~sslgeom.paradigm.unit_agreement_test`, {py:func}`~sslgeom.permanova.paradigm_power`,
 # {py:func}`~sslgeom.permanova.metric_effects`, {py:func}`~sslgeom.permanova.block_permanova`,
-# {py:func}`~sslgeom.paradigm.scale_free_invariance`, {py:func}`~sslgeom.paradigm.rank_agreement`,
+# {py:func}`~sslgeom.invariance.scale_free_invariance`, {py:func}`~sslgeom.invariance.rank_agreement`,
 # {py:func}`~sslgeom.stats.verdict`, {py:func}`~sslgeom.export.export_table`.
 
 # %% tags=["parameters"]
@@ -90,7 +90,7 @@ from myst_nb import glue
 from scipy.cluster.hierarchy import dendrogram
 from skbio.stats.distance import permanova as skbio_permanova
 
-from sslgeom import design, export, geometry, mgm, paradigm, params, permanova, plots, sources, stats, zoo
+from sslgeom import design, export, geometry, invariance, mgm, paradigm, params, permanova, plots, sources, stats, zoo
 
 params.check_common(profile, seed, device)
 params.check(
@@ -395,14 +395,13 @@ for backbone in backbones:
     members = ssl_info.index[ssl_info["backbone"] == backbone]
     if ssl_info.loc[members, "method"].nunique() > ssl_info.loc[members, "paradigm"].nunique() >= 2:
         add_row(f"paradigm vs methods, {backbone}", permanova.nested_permanova(
-            ssl_distances.loc[members, members], ssl_info.loc[members, "paradigm"].to_numpy(),
-            ssl_info.loc[members, "method"].to_numpy(), permutations=method_permutations),
+            ssl_distances.loc[members, members], design.method_groups(ssl_info, stratum=None),
+            permutations=method_permutations),
             len(members), ssl_info.loc[members, "method"].nunique())
 main_name = "paradigm vs methods, " + ("backbones combined" if len(backbones) > 1 else backbones[0])
 if len(backbones) > 1:
-    add_row(main_name, permanova.nested_permanova(
-        ssl_distances, ssl_info["paradigm"].to_numpy(), ssl_info["method"].to_numpy(),
-        strata=ssl_info["backbone"].to_numpy(), permutations=method_permutations), len(ssl_names), n_methods)
+    add_row(main_name, permanova.nested_permanova(ssl_distances, design.method_groups(ssl_info),
+                                                  permutations=method_permutations), len(ssl_names), n_methods)
 permanova_table = pd.DataFrame(rows).set_index("test")
 main = results[main_name]
 permanova_table.round(4)
@@ -470,7 +469,7 @@ skbio_check.round(6)
 # with the agreement of every other partition of the methods into groups of the same sizes.
 
 # %% tags=["remove-stderr"]
-agreement = paradigm.unit_agreement_test(ssl_distances, ssl_info, method=linkage_method,
+agreement = paradigm.unit_agreement_test(ssl_distances, design.method_groups(ssl_info), method=linkage_method,
                                          permutations=method_permutations)
 agreement.per_stratum.round(3)
 
@@ -627,8 +626,7 @@ for variant, moves in all_variants.items():
     row = {"variant": variant, "groups": "/".join(str(c) for c in groups.value_counts())}
     try:
         result = permanova.nested_permanova(
-            ssl_distances, labels_variant["paradigm"].to_numpy(), labels_variant["method"].to_numpy(),
-            strata=labels_variant["backbone"].to_numpy() if len(backbones) > 1 else None,
+            ssl_distances, design.method_groups(labels_variant, stratum="backbone" if len(backbones) > 1 else None),
             permutations=method_permutations)
         variant_power = (power_minimal if variant == "as trained" else permanova.power_at(design_power(
             labels_variant[["method", "paradigm", "backbone"]].reset_index(drop=True), [minimal_effect]),
@@ -671,16 +669,14 @@ glue("claim1_label_sensitivity", ("the verdict is the same under every labelling
 # features over every manifold and statistic, parameter `declared_metrics`).
 
 # %% tags=["remove-stderr"]
-metric_labels = ssl_info[["paradigm", "method", "backbone"]]
-covariate = "backbone" if len(backbones) > 1 else None
-effects = permanova.metric_effects(ssl_vectors, metric_labels, covariate=covariate, q=q,
-                                   permutations=method_permutations)
+# the backbone enters as a covariate where it varies
+metric_groups = design.method_groups(ssl_info, stratum="backbone" if len(backbones) > 1 else None)
+effects = permanova.metric_effects(ssl_vectors, metric_groups, q=q, permutations=method_permutations)
 effects = effects.sort_values("eta2_partial", ascending=False)
 metric_of = pd.Series([c.split("/")[2] for c in z_scored.columns], index=z_scored.columns)
 composites = pd.DataFrame({m: z_scored.loc[:, metric_of == m].mean(axis=1) for m in declared_metrics
                            if (metric_of == m).any()})
-declared = permanova.metric_effects(composites, metric_labels, covariate=covariate, q=q,
-                                    permutations=method_permutations)
+declared = permanova.metric_effects(composites, metric_groups, q=q, permutations=method_permutations)
 declared.round(3)
 
 # %% tags=["remove-cell"]
@@ -748,13 +744,12 @@ sensitivity_rows, cluster_sets = {}, {}
 if sensitivity_names and ssl_info.loc[sensitivity_names, "method"].nunique() > ssl_info.loc[sensitivity_names, "paradigm"].nunique():
     variants = paradigm.sensitivity_variants(sensitivity_names, geometry_settings, ks=sensitivity_k,
                                              kernel=sensitivity_kernel, n_base=sensitivity_n_base, device=device)
-    sub_info = ssl_info.loc[sensitivity_names]
+    sub_groups = design.method_groups(ssl_info.loc[sensitivity_names], stratum=None)
     for variant, (variant_table, graph) in variants.items():
         variant_vectors = paradigm.geometry_vectors(variant_table, graph=graph, statistics=statistics).loc[sensitivity_names]
         variant_distances = paradigm.model_distances(variant_vectors)
-        nested = permanova.nested_permanova(variant_distances, sub_info["paradigm"].to_numpy(), sub_info["method"].to_numpy(),
-                                            permutations=method_permutations)
-        clustered = paradigm.unit_agreement_test(variant_distances, sub_info, stratum=None, method=linkage_method,
+        nested = permanova.nested_permanova(variant_distances, sub_groups, permutations=method_permutations)
+        clustered = paradigm.unit_agreement_test(variant_distances, sub_groups, method=linkage_method,
                                                  permutations=method_permutations)
         cluster_sets[variant] = clustered.clusters
         sensitivity_rows[variant] = {"features": variant_vectors.shape[1], "pseudo-F": nested.statistic,
@@ -846,10 +841,10 @@ if run_budget:
     per_budget = {}
     for fraction in budgets:
         members = budget_info.index[np.isclose(budget_info["budget_fraction"], fraction)]
-        sub = budget_info.loc[members]
         try:
-            result = permanova.nested_permanova(budget_distances.loc[members, members], sub["paradigm"].to_numpy(),
-                                                sub["method"].to_numpy(), permutations=method_permutations)
+            result = permanova.nested_permanova(budget_distances.loc[members, members],
+                                                design.method_groups(budget_info, stratum=None),
+                                                permutations=method_permutations)
             per_budget[fraction] = {"models": len(members), "pseudo-F": result.statistic, "p": result.p_value,
                                     "smallest p": result.min_p}
         except ValueError:
@@ -923,21 +918,21 @@ else:
 # space, and models spread images over very different scales: a random network maps all images
 # close together, so raw diameters call it "invariant" to everything. The scale-free measure
 # divides each model's median diameter on a family's manifolds by that model's **typical distance
-# between two different base images** ({py:func}`~sslgeom.paradigm.scale_free_invariance`). The
+# between two different base images** ({py:func}`~sslgeom.invariance.scale_free_invariance`). The
 # direct measure to check it against is chapter 02's *sensitivity*: the mean distance of a view from
 # its clean image relative to the same typical distance, over the non-identity strengths,
 # recomputed here through the library from the cached features
-# ({py:func}`~sslgeom.paradigm.direct_sensitivity`).
+# ({py:func}`~sslgeom.invariance.direct_sensitivity`).
 #
 # The test: per family, the Spearman correlation across models between the two measures; the
 # statistic is the mean over families, one-sided, with whole methods permuted (a method's seeds and
 # backbones move together, matched by backbone and seed;
-# {py:func}`~sslgeom.paradigm.rank_agreement`). All full-budget models enter, references included:
+# {py:func}`~sslgeom.invariance.rank_agreement`). All full-budget models enter, references included:
 # invariance is a property of each model, and the references are where the raw diameter failed.
 
 # %% tags=["remove-stderr"]
-sensitivity_direct, typical = paradigm.direct_sensitivity(names, n_base=n_base, seed=seed, device=device)
-scale_free = paradigm.scale_free_invariance(table, typical, metric=invariance_metric, statistic=invariance_statistic)
+sensitivity_direct, typical = invariance.direct_sensitivity(names, n_base=n_base, seed=seed, device=device)
+scale_free = invariance.scale_free_invariance(table, typical, metric=invariance_metric, statistic=invariance_statistic)
 raw = table[(table["manifold"] == "augmentation") & (table["metric"] == invariance_metric)
             & (table["statistic"] == invariance_statistic) & (table["graph"] == "nnk")].pivot_table(
                 index="model", columns="family", values="value", aggfunc="first")
@@ -945,11 +940,11 @@ families = [f for f in sensitivity_direct.columns if f in scale_free.columns]
 scale_free, raw, sensitivity_direct = (frame.loc[names, families] for frame in (scale_free, raw, sensitivity_direct))
 positions = (info.loc[names, "backbone"].astype(str) + "/s" + info.loc[names, "seed"].astype(str)).tolist()
 units = info.loc[names, "method"].tolist()
-claim3 = paradigm.rank_agreement(scale_free, sensitivity_direct, units, positions=positions,
+claim3 = invariance.rank_agreement(scale_free, sensitivity_direct, units, positions=positions,
                                  n_permutations=n_permutations, q=q, seed=seed)
-claim3_raw = paradigm.rank_agreement(raw, sensitivity_direct, units, positions=positions,
+claim3_raw = invariance.rank_agreement(raw, sensitivity_direct, units, positions=positions,
                                      n_permutations=n_permutations, q=q, seed=seed)
-claim3_power = paradigm.rank_agreement_power(units, minimal_rho, n_columns=len(families), positions=positions,
+claim3_power = invariance.rank_agreement_power(units, minimal_rho, n_columns=len(families), positions=positions,
                                              n_sim=power_simulations, n_permutations=199, alpha=q, seed=seed)
 invariance_check = pd.DataFrame({"scale-free diameter": claim3.per_column["rho"],
                                  "q (scale-free)": claim3.per_column["q_value"],

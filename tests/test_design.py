@@ -46,6 +46,47 @@ def test_unit_labels_refuse_a_label_that_varies_within_a_unit():
         design.unit_labels(["a", "a", "b"], ["x", "y", "y"])
 
 
+def test_method_groups_read_units_groups_and_strata_once():
+    rows = design.analysis_rows(design.synthetic_manifest(PARADIGMS, references=False)).set_index("name")
+    groups = design.method_groups(rows)
+    # units in order of first appearance, groups sorted, each model pointing at its unit
+    assert list(groups.units) == list(dict.fromkeys(rows["method"]))
+    assert list(groups.groups) == ["clustering", "contrastive", "non-contrastive"]
+    assert list(groups.units[groups.unit_of_model]) == list(rows["method"])
+    assert [groups.groups[groups.group_of_unit[u]] for u in groups.unit_of_model] == list(rows["paradigm"])
+    assert list(groups.strata) == list(rows["backbone"]) and list(groups.models) == list(rows.index)
+    assert set(design.method_groups(rows, stratum=None).strata) == {"all"}
+    # select reorders by name and renumbers the units by their first appearance there
+    reversed_names = rows.index[::-1]
+    flipped = groups.select(reversed_names)
+    assert list(flipped.models) == list(reversed_names)
+    assert list(flipped.units) == list(dict.fromkeys(rows.loc[reversed_names, "method"]))
+    assert list(flipped.units[flipped.unit_of_model]) == list(rows.loc[reversed_names, "method"])
+
+
+def test_method_groups_refuse_bad_labels_with_a_fix():
+    rows = design.analysis_rows(design.synthetic_manifest(PARADIGMS, references=False)).set_index("name")
+    with pytest.raises(TypeError, match="DataFrame indexed by model"):
+        design.method_groups(rows["paradigm"])
+    with pytest.raises(ValueError, match=r"no column\(s\) \['family'\].*stratum=None"):
+        design.method_groups(rows, stratum="family")
+    holes = rows.copy()
+    holes.iloc[0, holes.columns.get_loc("paradigm")] = None
+    with pytest.raises(ValueError, match="missing values in \\['paradigm'\\]"):
+        design.method_groups(holes)
+    with pytest.raises(ValueError, match="repeated model names"):
+        design.method_groups(rows.iloc[[0, 0, 1]])
+    mixed = rows.copy()
+    mixed.iloc[0, mixed.columns.get_loc("paradigm")] = "clustering"
+    with pytest.raises(ValueError, match="several labels"):
+        design.method_groups(mixed)
+    groups = design.method_groups(rows)
+    with pytest.raises(ValueError, match="1 model\\(s\\) have no labels"):
+        groups.select(list(rows.index[:3]) + ["not-a-model"])
+    with pytest.raises(ValueError, match="rows for"):
+        groups.for_rows(np.zeros((3, 3)))
+
+
 def test_counts_of_assignments_420_labelled_and_210_distinct():
     assert design.count_assignments([2, 4, 2]) == 420
     assert design.count_assignments([2, 4, 2], distinct=True) == 210

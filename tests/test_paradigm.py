@@ -5,7 +5,6 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 from scipy.spatial import procrustes
 from scipy.spatial.distance import cdist
 from sklearn.cluster import AgglomerativeClustering
@@ -156,78 +155,6 @@ def test_fast_agreement_matches_scikit_learn():
     assert checked >= 40
 
 
-def test_eta_squared_by_hand():
-    values = np.array([[1.0], [2.0], [3.0], [7.0], [8.0], [9.0]])
-    codes = np.array([0, 0, 0, 1, 1, 1])
-    # grand mean 5: between = 3 (2 - 5)^2 + 3 (8 - 5)^2 = 54; total = 16 + 9 + 4 + 4 + 9 + 16 = 58
-    assert paradigm._eta_squared(values, codes, 2)[0] == pytest.approx(54 / 58, abs=1e-15)
-    assert paradigm._eta_squared(np.ones((6, 1)), codes, 2)[0] == 0.0  # no variance at all
-
-
-def test_effect_sizes_match_anova_permutations_and_bh():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(["a", "b", "c"], 6)
-    vectors = pd.DataFrame({
-        "separates": np.repeat([0.0, 2.0, 4.0], 6) + 0.5 * rng.normal(size=18),
-        "noise": rng.normal(size=18),
-        "weak": np.repeat([0.0, 0.5, 1.0], 6) + rng.normal(size=18),
-    })
-    table = paradigm.effect_sizes(vectors, labels, n_permutations=500, seed=0)
-    assert list(table.index) == list(table["eta2"].sort_values(ascending=False).index)
-    assert table.index[0] == "separates"
-    # the permutation null, rebuilt with the same generator
-    codes = np.repeat(np.arange(3), 6)
-    generator = np.random.default_rng(0)
-    null = np.array([paradigm._eta_squared(vectors.to_numpy(), generator.permutation(codes), 3)
-                     for _ in range(500)])
-    for j, feature in enumerate(vectors.columns):
-        groups = [vectors[feature][labels == g] for g in "abc"]
-        f = stats.f_oneway(*groups).statistic
-        eta2 = f * 2 / (f * 2 + 15)  # eta^2 = F df_b / (F df_b + df_w)
-        row = table.loc[feature]
-        assert row["eta2"] == pytest.approx(eta2, abs=1e-12)
-        assert (row["eta2_low"], row["eta2_high"]) == paradigm.eta_squared_interval(row["eta2"], 3, 18)
-        assert row["eta2_low"] <= row["eta2"] <= row["eta2_high"]
-        assert row["null_mean"] == pytest.approx(null[:, j].mean(), abs=1e-12)
-        assert row["p_value"] == (1 + np.sum(null[:, j] >= row["eta2"] - 1e-12)) / 501
-    # Benjamini-Hochberg by hand: q_(i) = min over j >= i of p_(j) m / j
-    p = table["p_value"].to_numpy()
-    order = np.argsort(p)
-    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
-    q = np.empty_like(p)
-    q[order] = np.minimum(1, np.minimum.accumulate(ranked[::-1])[::-1])
-    np.testing.assert_allclose(table["q_value"], q, atol=1e-15)
-    assert table.loc["separates", "p_value"] == 1 / 501
-    assert table.loc["noise", "p_value"] > 0.01
-    assert table.loc["noise", "null_mean"] == pytest.approx(2 / 17, abs=0.04)
-
-
-def test_eta_squared_interval_inverts_noncentral_f_and_covers():
-    from scipy.stats import ncf
-
-    low, high = paradigm.eta_squared_interval(0.6, n_groups=3, n_total=18)
-    f_value = (0.6 / 2) / (0.4 / 15)
-    # at the bounds the observed F sits exactly at the 97.5% and 2.5% quantiles
-    assert ncf.cdf(f_value, 2, 15, low / (1 - low) * 18) == pytest.approx(0.975, abs=1e-6)
-    assert ncf.cdf(f_value, 2, 15, high / (1 - high) * 18) == pytest.approx(0.025, abs=1e-6)
-    assert paradigm.eta_squared_interval(0.01, 3, 18)[0] == 0.0  # no evidence of an effect
-    assert paradigm.eta_squared_interval(1.0, 3, 18) == (1.0, 1.0)
-    with pytest.raises(ValueError, match="more models than groups"):
-        paradigm.eta_squared_interval(0.5, 3, 3)
-    # coverage on simulated one-way designs with a known population eta squared
-    rng = np.random.default_rng(0)
-    means = np.array([0.0, 1.0, 2.0])
-    codes = np.repeat(np.arange(3), 6)
-    true_eta2 = means.var() / (means.var() + 1.0)  # population: between / (between + within)
-    covered = 0
-    for _ in range(200):
-        values = (means[codes] + rng.normal(size=18))[:, None]
-        eta2 = paradigm._eta_squared(values, codes, 3)[0]
-        low, high = paradigm.eta_squared_interval(eta2, 3, 18)
-        covered += low <= true_eta2 <= high
-    assert 0.90 <= covered / 200 <= 0.99
-
-
 def test_embeddings_recover_planar_distances():
     rng = np.random.default_rng(0)
     points = rng.normal(size=(9, 2))
@@ -247,19 +174,6 @@ def test_embeddings_recover_planar_distances():
     assert relative_stress < 1e-2
     with pytest.raises(ValueError, match="'mds' or 'classical'"):
         paradigm.embedding_2d(distances, method="tsne")
-
-
-def test_invariance_ranking_orders_by_diameter():
-    rows = []
-    for model, diameters in {"inv": (0.1, 0.2), "mid": (0.5, 0.1), "var": (0.9, 0.9)}.items():
-        for family, value in zip(("rotation", "blur"), diameters):
-            rows.append((model, "augmentation", family, "nnk", "diameter", "median", value))
-            rows.append((model, "augmentation", family, "nnk", "diameter", "mean", 1 - value))  # ignored
-    ranks = paradigm.invariance_ranking(pd.DataFrame(rows, columns=geometry.TABLE_COLUMNS))
-    expected = pd.DataFrame({"blur": [2, 1, 3], "rotation": [1, 2, 3]}, index=["inv", "mid", "var"])
-    pd.testing.assert_frame_equal(ranks, expected, check_names=False, check_dtype=False)
-    with pytest.raises(ValueError, match="no augmentation rows"):
-        paradigm.invariance_ranking(pd.DataFrame(rows, columns=geometry.TABLE_COLUMNS), metric="entropy")
 
 
 def test_sensitivity_variants_change_one_choice_each(monkeypatch):
@@ -306,7 +220,7 @@ def _unit_zoo(rng, effect=0.0, n_features=4):
 def test_unit_agreement_is_exact_over_210_partitions_and_matches_scikit_learn():
     vectors, labels = _unit_zoo(np.random.default_rng(0), effect=8.0)
     distances = paradigm.model_distances(vectors)
-    result = paradigm.unit_agreement_test(distances, labels)
+    result = paradigm.unit_agreement_test(distances, design.method_groups(labels))
     assert result.exact and result.n_assignments == 210 and result.min_p == pytest.approx(1 / 210)
     # the per-stratum ARI is scikit-learn's on that backbone's clusters
     for backbone, row in result.per_stratum.iterrows():
@@ -319,7 +233,7 @@ def test_unit_agreement_is_exact_over_210_partitions_and_matches_scikit_learn():
 
 def test_unit_agreement_null_moves_whole_methods():
     vectors, labels = _unit_zoo(np.random.default_rng(1))
-    result = paradigm.unit_agreement_test(paradigm.model_distances(vectors), labels)
+    result = paradigm.unit_agreement_test(paradigm.model_distances(vectors), design.method_groups(labels))
     # every partition's ARI: the observed one is among them, and p counts ties at or above it
     assert np.isclose(result.null_ari, result.ari).any()
     assert result.p_ari == pytest.approx(np.mean(result.null_ari >= result.ari - 1e-12))
@@ -329,7 +243,7 @@ def test_unit_agreement_false_positive_rate_is_near_the_level():
     hits = []
     for i in range(120):
         vectors, labels = _unit_zoo(np.random.default_rng(1000 + i))
-        hits.append(paradigm.unit_agreement_test(paradigm.model_distances(vectors), labels).p_ari <= 0.05)
+        hits.append(paradigm.unit_agreement_test(paradigm.model_distances(vectors), design.method_groups(labels)).p_ari <= 0.05)
     # exact test over 210 partitions: at most 5% under the null (discrete, so conservative)
     assert np.mean(hits) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 120)
 
@@ -341,57 +255,6 @@ def test_relabel_moves_methods_between_paradigms():
     assert moved["paradigm"].nunique() == 2 and labels["paradigm"].nunique() == 3  # the input is unchanged
     counts = design.unit_labels(moved["method"].tolist(), moved["paradigm"].tolist()).value_counts()
     assert design.count_assignments(counts.to_numpy(), distinct=True) == 28
-
-
-# --- claim 3: scale-free invariance and rank agreement with methods permuted ---
-
-def test_scale_free_invariance_divides_by_each_models_scale():
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame([(model, "augmentation", family, graph, metric, statistic, rng.uniform(0.1, 1))
-                          for model in ("a", "b") for family in ("rotation", "zoom") for graph in ("nnk", "knn")
-                          for metric in ("diameter", "n_neighbors") for statistic in ("mean", "median")],
-                         columns=geometry.TABLE_COLUMNS)
-    scale = pd.Series({"a": 2.0, "b": 0.5})
-    free = paradigm.scale_free_invariance(table, scale)
-    rows = table[(table["manifold"] == "augmentation") & (table["metric"] == "diameter")
-                 & (table["statistic"] == "median") & (table["graph"] == "nnk")]
-    raw = rows.pivot_table(index="model", columns="family", values="value")
-    assert np.allclose(free.loc["a"], raw.loc["a"] / 2.0) and np.allclose(free.loc["b"], raw.loc["b"] / 0.5)
-    with pytest.raises(ValueError, match="positive"):
-        paradigm.scale_free_invariance(table, pd.Series({"a": 0.0, "b": 1.0}))
-
-
-def test_rank_agreement_matches_scipy_spearman_and_permutes_units():
-    rng = np.random.default_rng(0)
-    units = np.repeat(np.arange(10), 4)
-    latent = rng.normal(size=(40, 3))
-    x = pd.DataFrame(latent, columns=list("abc"))
-    y = pd.DataFrame(0.9 * latent + 0.3 * rng.normal(size=(40, 3)), columns=list("abc"))
-    result = paradigm.rank_agreement(x, y, units, n_permutations=499, seed=0)
-    for column in "abc":
-        assert result.per_column.loc[column, "rho"] == pytest.approx(stats.spearmanr(x[column], y[column])[0])
-    assert result.mean_rho == pytest.approx(result.per_column["rho"].mean())
-    assert result.p_value == pytest.approx(1 / 500)
-
-
-def test_rank_agreement_is_calibrated_when_units_share_effects():
-    # both measurements carry independent method effects: permuting single models would reject too often,
-    # permuting whole methods keeps the level
-    rng = np.random.default_rng(5)
-    units = np.repeat(np.arange(8), 4)
-    hits = []
-    for i in range(150):
-        x = pd.DataFrame(rng.normal(size=(8, 2))[units] + 0.3 * rng.normal(size=(32, 2)))
-        y = pd.DataFrame(rng.normal(size=(8, 2))[units] + 0.3 * rng.normal(size=(32, 2)))
-        hits.append(paradigm.rank_agreement(x, y, units, n_permutations=199, seed=i).p_value <= 0.05)
-    assert np.mean(hits) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 150)
-
-
-def test_rank_agreement_power_grows_with_the_true_correlation():
-    units = np.repeat(np.arange(10), 4)
-    low = paradigm.rank_agreement_power(units, 0.0, n_columns=4, n_sim=60, n_permutations=99, seed=0)
-    high = paradigm.rank_agreement_power(units, 0.8, n_columns=4, n_sim=60, n_permutations=99, seed=0)
-    assert low <= 0.15 and high >= 0.8
 
 
 def test_run_trajectories_measure_each_runs_steps():
@@ -407,5 +270,6 @@ def test_run_trajectories_measure_each_runs_steps():
 
 def test_no_model_level_label_shuffle_is_offered():
     # seeds of a method are replicates: every label test of this module reassigns whole methods
-    for removed in ("permutation_test", "label_test", "label_tests", "sensitivity_table", "PermutationResult"):
+    for removed in ("permutation_test", "label_test", "label_tests", "sensitivity_table", "PermutationResult",
+                    "effect_sizes"):
         assert not hasattr(paradigm, removed)

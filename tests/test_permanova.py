@@ -111,7 +111,7 @@ def test_nested_f_equals_the_means_formula_with_unequal_sizes():
     rng = np.random.default_rng(4)
     table = CONVNET.drop(index=[0, 4, 5]).reset_index(drop=True)  # unequal seeds per method
     x = rng.normal(size=(len(table), 3))
-    result = permanova.nested_permanova(squareform(pdist(x)), table["paradigm"], table["method"])
+    result = permanova.nested_permanova(squareform(pdist(x)), design.method_groups(table, stratum=None))
     grand = x.mean(axis=0)
     ss_paradigm = sum(len(g) * np.sum((g.mean(axis=0) - grand) ** 2)
                       for _, g in pd.DataFrame(x).groupby(table["paradigm"].to_numpy()))
@@ -127,9 +127,9 @@ def test_nested_f_equals_the_means_formula_with_unequal_sizes():
 
 def test_nested_is_exact_over_the_210_method_partitions_and_rejects_a_planted_effect():
     rng = np.random.default_rng(5)
-    for strata in (None, FULL["backbone"]):
+    for stratum in (None, "backbone"):
         x = _planted(rng, FULL)
-        result = permanova.nested_permanova(squareform(pdist(x)), FULL["paradigm"], FULL["method"], strata=strata)
+        result = permanova.nested_permanova(squareform(pdist(x)), design.method_groups(FULL, stratum=stratum))
         assert result.exact and result.n_permutations == 210
         assert result.min_p == pytest.approx(1 / 210)
         assert result.p_value == pytest.approx(1 / 210)  # the true partition beats all 209 others
@@ -138,7 +138,7 @@ def test_nested_is_exact_over_the_210_method_partitions_and_rejects_a_planted_ef
 def test_nested_monte_carlo_fallback():
     rng = np.random.default_rng(6)
     x = _planted(rng, CONVNET)
-    result = permanova.nested_permanova(squareform(pdist(x)), CONVNET["paradigm"], CONVNET["method"],
+    result = permanova.nested_permanova(squareform(pdist(x)), design.method_groups(CONVNET, stratum=None),
                                         permutations=MethodPermutations(max_enumerate=100, n_permutations=199, seed=1))
     assert not result.exact and result.n_permutations == 199
     # random relabellings may redraw the true partition (2 of 420 labelled ones), which ties
@@ -148,21 +148,24 @@ def test_nested_monte_carlo_fallback():
 
 def test_nested_refuses_a_paradigm_that_varies_within_a_method():
     x = np.random.default_rng(0).normal(size=(len(CONVNET), 2))
-    paradigms = CONVNET["paradigm"].to_numpy().copy()
-    paradigms[0] = "clustering"
+    mixed = CONVNET.copy()
+    mixed.loc[0, "paradigm"] = "clustering"
     with pytest.raises(ValueError, match="several labels"):
-        permanova.nested_permanova(squareform(pdist(x)), paradigms, CONVNET["method"])
+        permanova.nested_permanova(squareform(pdist(x)), design.method_groups(mixed, stratum=None))
+    # rows of an array must match the labelled models one to one
+    with pytest.raises(ValueError, match="rows for"):
+        permanova.nested_permanova(squareform(pdist(x[:-1])), design.method_groups(CONVNET, stratum=None))
 
 
 @pytest.mark.parametrize("stratified", [False, True])
 def test_nested_type_one_error_with_method_effects_and_no_paradigm_effect(stratified):
     rng = np.random.default_rng(8 + stratified)
     table = FULL if stratified else CONVNET
-    strata = table["backbone"] if stratified else None
+    groups = design.method_groups(table, stratum="backbone" if stratified else None)
     n_sim, rejections, naive = 400, 0, 0
     for i in range(n_sim):
         distances = squareform(pdist(_null_geometry(rng, table)))
-        p = permanova.nested_permanova(distances, table["paradigm"], table["method"], strata=strata).p_value
+        p = permanova.nested_permanova(distances, groups).p_value
         rejections += p <= 0.05
         if not stratified and i < 100:  # paradigm tested with models as replicates: the wrong unit
             naive += permanova.permanova(distances, table["paradigm"], n_permutations=99, seed=i).p_value <= 0.05
@@ -182,7 +185,7 @@ def test_metric_effects_flag_the_planted_metric_at_the_method_level():
     x[:, 0] += 10 * np.array([-1.0, 0.0, 1.0])[p]
     values = pd.DataFrame(x, index=FULL["name"], columns=["planted", "b", "c", "d"])
     labels = FULL.set_index("name")[["method", "paradigm", "backbone"]]
-    table = permanova.metric_effects(values, labels)
+    table = permanova.metric_effects(values, design.method_groups(labels))
     assert table["exact"].all()
     assert table.loc["planted", "p_value"] == pytest.approx(1 / 210)
     assert table.loc["planted", "eta2_partial"] > 0.9
@@ -281,9 +284,8 @@ def test_block_permanova_refuses_incomplete_runs():
 
 def test_paradigm_power_fast_exact_path_equals_nested_permanova():
     # the exact path enumerates partitions once; it must reject exactly when nested_permanova does
-    per_unit = design.unit_labels(FULL["method"].tolist(), FULL["paradigm"].tolist())
-    unit_codes = pd.Index(per_unit.index).get_indexer(FULL["method"])
-    _, paradigm_of_unit = np.unique(per_unit.to_numpy(), return_inverse=True)
+    groups = design.method_groups(FULL)
+    unit_codes, paradigm_of_unit = groups.unit_of_model, groups.group_of_unit
     _, stratum_codes = np.unique(FULL["backbone"], return_inverse=True)
     for stratify in (True, False):
         curve, _ = permanova.paradigm_power(FULL, [0.7], n_features=5, stratify=stratify,
@@ -292,7 +294,7 @@ def test_paradigm_power_fast_exact_path_equals_nested_permanova():
         hits = 0
         for _ in range(30):
             x = permanova._simulate_geometry(rng, paradigm_of_unit, unit_codes, stratum_codes, 0.7, 1.0, 1.0, 3.0, 5)
-            hits += permanova.nested_permanova(squareform(pdist(x)), FULL["paradigm"], FULL["method"],
-                                               strata=FULL["backbone"] if stratify else None).p_value <= 0.05
+            hits += permanova.nested_permanova(squareform(pdist(x)), design.method_groups(
+                FULL, stratum="backbone" if stratify else None)).p_value <= 0.05
         assert curve["power"].iloc[0] == pytest.approx(hits / 30)
         assert 0 < hits < 30  # a test that can tell the two apart

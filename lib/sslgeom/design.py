@@ -7,7 +7,9 @@ generalise over: eight methods, not ninety models. Everything here serves tests 
 - :func:`synthetic_manifest` writes a manifest with the zoo's design (methods x seeds x budgets on
   the main backbone, a seed per method on the second backbone, references), for tests and power
   simulations, and :func:`analysis_rows` picks the rows of one analysis (backbone, budget);
-- :func:`unit_labels` checks that a label (the paradigm) is constant within each unit (method);
+- :func:`unit_labels` checks that a label (the paradigm) is constant within each unit (method),
+  and :func:`method_groups` reads a labels table once into the :class:`MethodGroups` (units,
+  groups, strata) that every method-level test of claim 1 takes;
 - :func:`count_assignments` and :func:`enumerate_assignments` list every assignment of units to
   groups of the observed sizes (8 methods in paradigms of 2/4/2: 420 labelled assignments, 210
   distinct partitions), so a paradigm test can be exact; :func:`unit_permutation_test` runs such a
@@ -41,6 +43,8 @@ __all__ = [
     "synthetic_manifest",
     "analysis_rows",
     "unit_labels",
+    "MethodGroups",
+    "method_groups",
     "count_assignments",
     "enumerate_assignments",
     "UnitTestResult",
@@ -176,6 +180,113 @@ def unit_labels(units: Sequence[Hashable], labels: Sequence[Hashable]) -> pd.Ser
         raise ValueError(f"unit(s) {mixed} carry several labels; a label permuted at the unit level must be "
                          "constant within each unit (e.g. one paradigm per method).")
     return frame.groupby("unit", sort=False)["label"].first()
+
+
+@dataclass(frozen=True)
+class MethodGroups:
+    """Each model's unit (method), each unit's group (paradigm) and each model's stratum (backbone), checked once.
+
+    Built by :func:`method_groups`. The method-level tests of claim 1
+    (:func:`sslgeom.permanova.nested_permanova`, :func:`sslgeom.permanova.metric_effects`,
+    :func:`sslgeom.paradigm.unit_agreement_test`) take it instead of columns or arrays, and align
+    it with their distances or values by model name (:meth:`select`).
+
+    Attributes
+    ----------
+    labels : pandas.DataFrame, shape (n_models, 2 or 3)
+        The group, unit and stratum columns as given, indexed by model.
+    group, unit : str
+        Column names: the label the tests reassign, and the unit that moves as a whole.
+    stratum : str or None
+        Column name of the stratum (tested within each value, statistics summed; a covariate in
+        :func:`sslgeom.permanova.metric_effects`); ``None``: a single stratum.
+    units : pandas.Index, shape (n_units,)
+        Units in order of first appearance.
+    unit_of_model : int array, shape (n_models,)
+        Position in ``units`` of each model's unit.
+    groups : array, shape (n_groups,)
+        The distinct groups, sorted.
+    group_of_unit : int array, shape (n_units,)
+        Position in ``groups`` of each unit's group: the observed assignment that the tests permute.
+    strata : object array, shape (n_models,)
+        Stratum of each model (``"all"`` without a stratum column).
+    """
+
+    labels: pd.DataFrame = field(repr=False)
+    group: str
+    unit: str
+    stratum: str | None
+    units: pd.Index
+    unit_of_model: np.ndarray = field(repr=False)
+    groups: np.ndarray
+    group_of_unit: np.ndarray = field(repr=False)
+    strata: np.ndarray = field(repr=False)
+
+    @property
+    def models(self) -> pd.Index:
+        """The models, in order: shape (n_models,)."""
+        return self.labels.index
+
+    def select(self, models: Sequence[Hashable]) -> MethodGroups:
+        """The same columns for these models, in this order (units renumbered by first appearance)."""
+        models = pd.Index(models)
+        missing = models.difference(self.labels.index)
+        if len(missing):
+            raise ValueError(f"{len(missing)} model(s) have no labels, e.g. {list(missing[:3])}; give the labels "
+                             "table a row for every model of the distances or values.")
+        return method_groups(self.labels.loc[models], group=self.group, unit=self.unit, stratum=self.stratum)
+
+    def for_rows(self, data) -> MethodGroups:
+        """Aligned with the rows of ``data``: a DataFrame's index selects the models by name; the rows of
+        an array (or a distance matrix without names) must be the models in order."""
+        if isinstance(data, pd.DataFrame):
+            return self.select(data.index)
+        if len(data) != len(self.labels):
+            raise ValueError(f"{len(data)} rows for {len(self.labels)} labelled models; pass a DataFrame indexed "
+                             "by model, or rows in the order of the labels.")
+        return self
+
+
+def method_groups(
+    labels: pd.DataFrame, *, group: str = "paradigm", unit: str = "method", stratum: str | None = "backbone"
+) -> MethodGroups:
+    """Read the group, unit and stratum columns of a labels table once, for the method-level tests.
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        One row per model, indexed by model name (e.g. the zoo's ``model_labels`` or a manifest's
+        analysis rows).
+    group, unit : str
+        Column of the label reassigned by the tests (paradigm) and of the unit moved as a whole
+        (method); the group must be constant within each unit (:func:`unit_labels`).
+    stratum : str or None
+        Column of the stratum (backbone), or ``None`` for one stratum.
+
+    Returns
+    -------
+    MethodGroups
+    """
+    if not isinstance(labels, pd.DataFrame):
+        raise TypeError(f"labels must be a DataFrame indexed by model, got {type(labels).__name__}.")
+    columns = [group, unit] + ([stratum] if stratum is not None else [])
+    absent = [c for c in columns if c not in labels.columns]
+    if absent:
+        raise ValueError(f"labels has no column(s) {absent}; it has {list(labels.columns)}. Name the columns "
+                         "with group=, unit= and stratum= (stratum=None for a single stratum).")
+    table = labels[columns]
+    if table.isna().any().any():
+        raise ValueError(f"labels has missing values in {table.columns[table.isna().any()].tolist()}; "
+                         "every model needs a group, a unit and a stratum.")
+    if not table.index.is_unique:
+        raise ValueError("labels has repeated model names in its index; give one row per model.")
+    per_unit = unit_labels(table[unit].to_numpy(), table[group].to_numpy())
+    groups, group_of_unit = np.unique(per_unit.to_numpy(), return_inverse=True)
+    unit_of_model = pd.Index(per_unit.index).get_indexer(pd.Series(table[unit].to_numpy()))
+    strata = (table[stratum].to_numpy(dtype=object) if stratum is not None
+              else np.full(len(table), "all", dtype=object))
+    return MethodGroups(table, group, unit, stratum, pd.Index(per_unit.index), unit_of_model.astype(np.int64),
+                        groups, group_of_unit.astype(np.int64), strata)
 
 
 def _group_sizes(codes: np.ndarray) -> np.ndarray:

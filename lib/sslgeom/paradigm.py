@@ -4,19 +4,16 @@ Works on the tidy geometry table of :mod:`sslgeom.geometry` (or any table with i
 everything here can be tested on synthetic zoos): one geometry vector per model
 (:func:`geometry_vectors`), z-scored distances between them (:func:`model_distances`),
 hierarchical clusters (:func:`cluster_models`), their agreement with a label such as the training
-paradigm (:func:`cluster_agreement`), per-feature effect sizes (:func:`effect_sizes`), a
-two-dimensional map (:func:`embedding_2d`), invariance ranks (:func:`invariance_ranking`), and the
+paradigm (:func:`cluster_agreement`), a two-dimensional map (:func:`embedding_2d`), and the
 geometry tables of the analysis variants (:func:`sensitivity_variants`). There is no test that
 shuffles labels between *models*: seeds of one method are replicates, not independent units, so
 every test of a label reassigns whole methods (below).
 
 With the method as the unit (the zoo's design, :mod:`sslgeom.design`): cluster agreement over
-every partition of the methods into paradigms (:func:`unit_agreement_test`), paradigm labels moved
-between paradigms (:func:`relabel`); for claim 3, a scale-free invariance measure
-(:func:`scale_free_invariance`) checked against the direct sensitivity of chapter 02
-(:func:`direct_sensitivity`) by rank agreement with whole methods permuted (:func:`rank_agreement`,
-:func:`rank_agreement_power`); and the budget checkpoints of a run as a trajectory
-(:func:`run_trajectories`).
+every partition of the methods into paradigms (:func:`unit_agreement_test`, labels read once by
+:func:`sslgeom.design.method_groups`), paradigm labels moved between paradigms (:func:`relabel`);
+and the budget checkpoints of a run as a trajectory (:func:`run_trajectories`). Claim 3's
+invariance measures are in :mod:`sslgeom.invariance`.
 """
 
 from __future__ import annotations
@@ -29,10 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sslgeom.design import MethodPermutations
+from sslgeom.design import MethodGroups, MethodPermutations, unit_permutation_test
 from sslgeom.geometry import GeometrySettings, check_table, geometry_table
-from sslgeom.stats import permutation_pvalue
-from sslgeom.validation import check_choice, check_int
+from sslgeom.validation import check_choice
 
 #: Linkage rules of :func:`cluster_models`.
 LINKAGES: tuple[str, ...] = ("average", "complete", "single", "ward")
@@ -44,19 +40,11 @@ __all__ = [
     "model_distances",
     "cluster_models",
     "cluster_agreement",
-    "effect_sizes",
-    "eta_squared_interval",
     "embedding_2d",
-    "invariance_ranking",
     "sensitivity_variants",
     "AgreementResult",
     "unit_agreement_test",
     "relabel",
-    "direct_sensitivity",
-    "scale_free_invariance",
-    "AgreementTest",
-    "rank_agreement",
-    "rank_agreement_power",
     "run_trajectories",
 ]
 
@@ -224,115 +212,6 @@ def _fast_agreement(clusters: np.ndarray, codes: np.ndarray, n_clusters: int, n_
     return float(ari), float(max(nmi, 0.0))
 
 
-def _eta_squared(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Between-group share of variance, per column: values (n, f), codes (n,) -> (f,)."""
-    total = ((values - values.mean(axis=0)) ** 2).sum(axis=0)
-    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
-    sums = np.zeros((n_groups, values.shape[1]))
-    np.add.at(sums, codes, values)
-    present = counts > 0
-    means = sums[present] / counts[present, None]
-    between = (counts[present, None] * (means - values.mean(axis=0)) ** 2).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, between / total, 0.0)
-
-
-def eta_squared_interval(eta2: float, n_groups: int, n_total: int, level: float = 0.95) -> tuple[float, float]:
-    """Confidence interval of eta squared by inverting the noncentral F distribution.
-
-    With ``F = (eta2 / df1) / ((1 - eta2) / df2)``, ``df1 = n_groups - 1`` and
-    ``df2 = n_total - n_groups``, find the noncentrality ``lambda`` at which the observed ``F``
-    sits at the upper and lower tail quantiles, and map it back with
-    ``eta2 = lambda / (lambda + n_total)`` (Steiger, Psychological Methods 2004). Assumes normal
-    errors with equal variances (one-way fixed-effects ANOVA).
-
-    Returns
-    -------
-    (low, high) : tuple of float, within [0, 1]
-    """
-    from scipy.optimize import brentq
-    from scipy.stats import ncf
-
-    df1, df2 = n_groups - 1, n_total - n_groups
-    if df1 < 1 or df2 < 1:
-        raise ValueError(f"need at least 2 groups and more models than groups; got {n_groups} groups, {n_total} models.")
-    if eta2 >= 1:
-        return 1.0, 1.0
-    f_value = (eta2 / df1) / ((1 - eta2) / df2)
-    tail = (1 - level) / 2
-
-    def noncentrality(probability: float) -> float:
-        # cdf(F; lambda) decreases in lambda: find where it equals `probability`, or 0 if already below
-        gap = lambda lam: ncf.cdf(f_value, df1, df2, lam) - probability  # noqa: E731
-        if gap(0.0) <= 0:
-            return 0.0
-        upper = max(10.0, 10 * f_value * df1)
-        while gap(upper) > 0:
-            upper *= 2
-        return brentq(gap, 0.0, upper, xtol=1e-10)
-
-    low, high = noncentrality(1 - tail), noncentrality(tail)
-    return low / (low + n_total), high / (high + n_total)
-
-
-def effect_sizes(
-    vectors: pd.DataFrame,
-    labels: Sequence,
-    n_permutations: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> pd.DataFrame:
-    """How strongly each geometry feature separates the label groups.
-
-    For each feature: eta squared (between-group sum of squares over total, one-way ANOVA), its
-    confidence interval from the noncentral F distribution (:func:`eta_squared_interval`), a
-    permutation p-value (shuffled labels, no normality assumed), and Benjamini-Hochberg q-values
-    over features. With k groups and n models eta squared is about (k - 1) / (n - 1) by chance
-    alone; the column ``null_mean`` shows the permutation average to compare against.
-
-    Parameters
-    ----------
-    vectors : pandas.DataFrame, shape (n_models, n_features)
-    labels : sequence, shape (n_models,)
-        Group of each model (e.g. training paradigm).
-    n_permutations : int
-    seed : int
-    level : float
-        Confidence level of the interval.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Index: feature; columns ``eta2, eta2_low, eta2_high, null_mean, p_value, q_value``,
-        sorted by eta squared.
-    """
-    from scipy.stats import false_discovery_control
-
-    labels = np.asarray(labels)
-    if len(labels) != len(vectors):
-        raise ValueError(f"{len(labels)} labels for {len(vectors)} models.")
-    groups, codes = np.unique(labels, return_inverse=True)
-    if len(groups) < 2:
-        raise ValueError("labels hold a single group; effect sizes need at least two.")
-    values = vectors.to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("geometry vectors contain NaN or infinite values.")
-    rng = np.random.default_rng(seed)
-    observed = _eta_squared(values, codes, len(groups))
-    intervals = np.array([eta_squared_interval(e, len(groups), len(labels), level) for e in observed])
-    null = np.empty((n_permutations, values.shape[1]))
-    for i in range(n_permutations):
-        null[i] = _eta_squared(values, rng.permutation(codes), len(groups))
-    p_value = permutation_pvalue(observed, null)
-    table = pd.DataFrame(
-        {"eta2": observed, "eta2_low": intervals[:, 0], "eta2_high": intervals[:, 1],
-         "null_mean": null.mean(axis=0), "p_value": p_value,
-         "q_value": false_discovery_control(p_value, method="bh")},
-        index=vectors.columns,
-    )
-    return table.sort_values("eta2", ascending=False)
-
-
 def embedding_2d(distances: pd.DataFrame, method: str = "mds", seed: int = 0) -> pd.DataFrame:
     """Two-dimensional map of models that preserves their distances as well as possible.
 
@@ -365,33 +244,6 @@ def embedding_2d(distances: pd.DataFrame, method: str = "mds", seed: int = 0) ->
     else:
         raise ValueError(f"method must be 'mds' or 'classical'; got {method!r}.")
     return pd.DataFrame(coords, index=distances.index, columns=["x", "y"])
-
-
-def _augmentation_wide(table: pd.DataFrame, metric: str, statistic: str, graph: str) -> pd.DataFrame:
-    """One augmentation metric summary as a (models, families) table, checked non-empty."""
-    check_table(table)
-    rows = table[(table["manifold"] == "augmentation") & (table["metric"] == metric)
-                 & (table["statistic"] == statistic) & (table["graph"] == graph)]
-    if rows.empty:
-        raise ValueError(f"no augmentation rows with metric={metric!r}, statistic={statistic!r}, graph={graph!r}.")
-    return rows.pivot_table(index="model", columns="family", values="value", aggfunc="first")
-
-
-def invariance_ranking(
-    table: pd.DataFrame, metric: str = "diameter", statistic: str = "median", graph: str = "nnk"
-) -> pd.DataFrame:
-    """Rank models by invariance to each augmentation family.
-
-    A small polytope diameter on a family's augmentation manifolds means the model maps the
-    augmented views close together: rank 1 is the most invariant model for that family.
-
-    Returns
-    -------
-    pandas.DataFrame, shape (n_models, n_families)
-        Integer ranks (1 = most invariant), index models, columns families.
-    """
-    wide = _augmentation_wide(table, metric, statistic, graph)
-    return wide.rank(axis=0, method="min").astype(int)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,11 +332,8 @@ class AgreementResult:
 
 def unit_agreement_test(
     distances: pd.DataFrame,
-    labels: pd.DataFrame,
+    groups: MethodGroups,
     *,
-    group: str = "paradigm",
-    unit: str = "method",
-    stratum: str | None = "backbone",
     method: str = "average",
     permutations: MethodPermutations = MethodPermutations(),
 ) -> AgreementResult:
@@ -504,11 +353,10 @@ def unit_agreement_test(
     ----------
     distances : pandas.DataFrame, shape (n_models, n_models)
         From :func:`model_distances` (all strata together; only within-stratum blocks are used).
-    labels : pandas.DataFrame
-        Indexed by model (at least the models of ``distances``), columns ``group``, ``unit`` and
-        ``stratum``.
-    group, unit, stratum : str
-        Column names; ``stratum=None`` treats all models as one stratum.
+    groups : MethodGroups
+        Paradigm (group), method (unit) and backbone (stratum; ``stratum=None`` treats all models
+        as one stratum) of at least the models of ``distances``
+        (:func:`sslgeom.design.method_groups`).
     method : str
         Linkage rule (:data:`LINKAGES`).
     permutations : MethodPermutations
@@ -518,25 +366,21 @@ def unit_agreement_test(
     -------
     AgreementResult
     """
-    from sslgeom.design import unit_labels, unit_permutation_test
-
-    rows = labels.loc[distances.index]
-    per_unit = unit_labels(rows[unit].astype(str).to_numpy(), rows[group].astype(str).to_numpy())
-    groups, observed = np.unique(per_unit.to_numpy(), return_inverse=True)
-    if len(groups) < 2:
-        raise ValueError(f"the {unit}s fall into a single {group}; agreement needs at least two groups.")
-    unit_of_model = pd.Index(per_unit.index).get_indexer(rows[unit].astype(str))
-    strata = rows[stratum].astype(str).to_numpy() if stratum is not None else np.full(len(rows), "all")
+    groups = groups.select(distances.index)
+    n_groups, observed, unit_of_model = len(groups.groups), groups.group_of_unit, groups.unit_of_model
+    if n_groups < 2:
+        raise ValueError(f"the {groups.unit}s fall into a single {groups.group}; agreement needs at least two groups.")
+    strata = groups.strata
     blocks, table, clusters = [], [], pd.Series(0, index=distances.index, dtype=np.int64)
     for value in pd.unique(strata):
         keep = np.flatnonzero(strata == value)
-        n_clusters = min(len(groups), len(keep))
+        n_clusters = min(n_groups, len(keep))
         if len(keep) < 2:
             continue
         codes, _ = cluster_models(distances.iloc[keep, keep], n_clusters, method=method)
         clusters.iloc[keep] = codes
         blocks.append((codes, unit_of_model[keep], int(codes.max()) + 1))
-        ari, nmi = _fast_agreement(codes, observed[unit_of_model[keep]], int(codes.max()) + 1, len(groups))
+        ari, nmi = _fast_agreement(codes, observed[unit_of_model[keep]], int(codes.max()) + 1, n_groups)
         table.append({"stratum": value, "models": len(keep), "clusters": n_clusters, "ARI": ari, "NMI": nmi})
     if not blocks:
         raise ValueError("no stratum holds two or more models.")
@@ -545,7 +389,7 @@ def unit_agreement_test(
         out = np.zeros((len(assignments), 2))
         for codes, units_here, n_clusters in blocks:
             for b, assignment in enumerate(assignments):
-                out[b] += _fast_agreement(codes, assignment[units_here], n_clusters, len(groups))
+                out[b] += _fast_agreement(codes, assignment[units_here], n_clusters, n_groups)
         return out / len(blocks)
 
     test = unit_permutation_test(agreement, observed, distinct=True, permutations=permutations)
@@ -575,240 +419,6 @@ def relabel(labels: pd.DataFrame, moves: Mapping[str, str], *, group: str = "par
     for name, new_group in moves.items():
         out.loc[out[unit].astype(str) == str(name), group] = str(new_group)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Claim 3: a scale-free invariance measure, checked against the direct sensitivity of chapter 02
-# ---------------------------------------------------------------------------------------------
-
-def direct_sensitivity(
-    model_names: Sequence[str],
-    *,
-    n_base: int,
-    seed: int = 0,
-    n_points: int | None = None,
-    families: Sequence[str] | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.Series]:
-    """Chapter 02's sensitivity of every model to every family, and its typical distance between images.
-
-    For each model, the augmentation manifolds (read from the feature cache when the geometry
-    table was built with the same ``n_base``, ``n_points`` and ``seed``) give
-    :func:`sslgeom.manifolds.invariance_table`; the *sensitivity* to a family is the mean
-    ``relative_distance`` (distance of a view from the clean feature divided by the mean distance
-    between two different clean base images) over the non-identity strengths: chapter 02's
-    definition. The *typical distance* is :func:`sslgeom.manifolds.typical_distance` of the clean
-    base features.
-
-    Returns
-    -------
-    sensitivity : pandas.DataFrame, shape (n_models, n_families)
-        Lower means more invariant.
-    typical : pandas.Series, shape (n_models,)
-    """
-    from tqdm.auto import tqdm
-
-    from sslgeom import manifolds
-
-    sensitivity, typical = {}, {}
-    for name in tqdm(list(model_names), desc="sensitivity", disable=not progress):
-        curves = manifolds.augmentation_manifolds(name, families=families, n_base=n_base, n_points=n_points,
-                                                  seed=seed, device=device, progress=False)
-        profile = manifolds.invariance_table(curves.values())
-        moved = profile[profile["relative_strength"] != 0.0]
-        sensitivity[name] = moved.groupby("family", sort=False)["relative_distance"].mean()
-        typical[name] = manifolds.typical_distance(next(iter(curves.values())).clean_features)
-    return pd.DataFrame(sensitivity).T, pd.Series(typical, name="typical_distance")
-
-
-def scale_free_invariance(
-    table: pd.DataFrame,
-    scale: pd.Series,
-    metric: str = "diameter",
-    statistic: str = "median",
-    graph: str = "nnk",
-) -> pd.DataFrame:
-    """An augmentation-manifold metric divided by the model's own scale (e.g. its typical distance).
-
-    The NNK polytope diameter is a length in feature space. Models spread images over very
-    different scales (a random network maps all images close together), so raw diameters rank
-    models by scale, not by invariance. Dividing by the model's typical distance between two
-    *different* images gives a scale-free number: 0.5 means a view's neighbourhood spans half the
-    distance that separates two images.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        Geometry table.
-    scale : pandas.Series
-        Positive scale per model (e.g. from :func:`direct_sensitivity`), indexed by model.
-    metric, statistic, graph : str
-        Which summary of the augmentation manifolds to use.
-
-    Returns
-    -------
-    pandas.DataFrame, shape (n_models, n_families)
-        Lower means more invariant.
-    """
-    wide = _augmentation_wide(table, metric, statistic, graph)
-    missing = [m for m in wide.index if m not in scale.index]
-    if missing:
-        raise ValueError(f"no scale for model(s) {missing[:5]}.")
-    scale = scale.loc[wide.index].astype(float)
-    if not np.all(scale > 0):
-        raise ValueError("scales must be positive.")
-    wide.columns.name = None
-    return wide.div(scale, axis=0)
-
-
-def _rank_columns(values: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(values, axis=0)
-
-
-def _column_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation of matching columns; x (n, f), y (..., n, f) -> (..., f)."""
-    xc = x - x.mean(axis=0)
-    yc = y - y.mean(axis=-2, keepdims=True)
-    numerator = (xc * yc).sum(axis=-2)
-    denominator = np.sqrt((xc**2).sum(axis=0) * (yc**2).sum(axis=-2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, numerator / denominator, 0.0)
-
-
-@dataclass(frozen=True)
-class AgreementTest:
-    """Outcome of :func:`rank_agreement`.
-
-    Attributes
-    ----------
-    per_column : pandas.DataFrame
-        One row per column (family): ``rho`` (Spearman across models), ``p_value`` (one-sided,
-        unit permutations), ``q_value`` (BH across columns).
-    mean_rho : float
-        The statistic of the overall test: the mean of the columns' Spearman correlations.
-    p_value : float
-        Monte Carlo, one-sided (``rho > 0``), whole units permuted.
-    min_p : float
-        ``1 / (n_permutations + 1)``.
-    n_permutations : int
-    null : array, shape (n_permutations,)
-        Mean Spearman correlation under unit permutations.
-    """
-
-    per_column: pd.DataFrame
-    mean_rho: float
-    p_value: float
-    min_p: float
-    n_permutations: int
-    null: np.ndarray = field(repr=False)
-
-
-def rank_agreement(
-    x: pd.DataFrame,
-    y: pd.DataFrame,
-    units: Sequence,
-    *,
-    positions: Sequence | None = None,
-    n_permutations: int = 1999,
-    q: float = 0.05,
-    seed: int = 0,
-) -> AgreementTest:
-    """Do two measurements rank the models alike, column by column? Spearman, with units permuted.
-
-    For each shared column (augmentation family) the Spearman correlation across models between
-    ``x`` and ``y``; the overall statistic is their mean. Models of one unit (method) share its
-    training, so both measurements can carry a common unit effect; permuting single models would
-    then give too narrow a null. The permutations move whole units instead
-    (:func:`sslgeom.design.unit_permutations`: unit ``u`` takes the ``y`` rows of unit ``pi(u)``,
-    matched position by position, e.g. by (backbone, seed)).
-
-    Parameters
-    ----------
-    x, y : pandas.DataFrame, shape (n_models, n_columns)
-        Same index (models); the shared columns are compared.
-    units : sequence, shape (n_models,)
-        Unit of each model (method).
-    positions : sequence, shape (n_models,), optional
-        Position of each model within its unit (default: order of appearance).
-    n_permutations : int
-    q : float
-        False discovery rate of the per-column BH adjustment.
-    seed : int
-
-    Returns
-    -------
-    AgreementTest
-    """
-    from sslgeom.design import unit_permutations
-    from sslgeom.stats import bh
-
-    if not x.index.equals(y.index):
-        raise ValueError("x and y must have the same index (one row per model, same order).")
-    columns = [c for c in x.columns if c in y.columns]
-    if not columns:
-        raise ValueError("x and y share no column.")
-    if len(x) < 3:
-        raise ValueError(f"need at least 3 models to correlate ranks; got {len(x)}.")
-    rx = _rank_columns(x[columns].to_numpy(dtype=np.float64))
-    ry = _rank_columns(y[columns].to_numpy(dtype=np.float64))
-    observed = _column_correlations(rx, ry)
-    index = unit_permutations(units, n_permutations, seed=seed, positions=positions)
-    null = _column_correlations(rx, ry[index])  # (B, f)
-    p_columns = permutation_pvalue(observed, null)
-    _, q_columns = bh(np.atleast_1d(p_columns), q)
-    mean_null = null.mean(axis=1)
-    p_value = float(permutation_pvalue(observed.mean(), mean_null))
-    table = pd.DataFrame({"rho": observed, "p_value": p_columns, "q_value": q_columns}, index=columns)
-    return AgreementTest(table, float(observed.mean()), p_value, 1.0 / (n_permutations + 1), n_permutations,
-                         mean_null)
-
-
-def rank_agreement_power(
-    units: Sequence,
-    rho: float,
-    *,
-    n_columns: int,
-    unit_share: float = 0.5,
-    positions: Sequence | None = None,
-    n_sim: int = 100,
-    n_permutations: int = 199,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> float:
-    """Power of :func:`rank_agreement`'s overall test when the two measurements correlate at ``rho``.
-
-    Simulation on the given design: per column, a latent value per model (a unit effect with
-    share ``unit_share`` of its variance plus a model part); ``x`` is the latent value, ``y``
-    is ``rho`` times it plus independent noise with the same unit structure, so the true
-    correlation of ``x`` and ``y`` across models is ``rho``.
-
-    Returns
-    -------
-    float
-        Share of ``n_sim`` simulations with ``p <= alpha``.
-    """
-    check_int(n_sim, "n_sim", minimum=1)
-    units = np.asarray(units)
-    _, codes = np.unique(units, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    n = len(units)
-
-    def draw() -> np.ndarray:
-        shared = rng.normal(size=(codes.max() + 1, n_columns))[codes]
-        return np.sqrt(unit_share) * shared + np.sqrt(1 - unit_share) * rng.normal(size=(n, n_columns))
-
-    hits = 0
-    for _ in range(n_sim):
-        latent = draw()
-        x = pd.DataFrame(latent)
-        y = pd.DataFrame(rho * latent + np.sqrt(1 - rho**2) * draw())
-        test = rank_agreement(x, y, units, positions=positions, n_permutations=n_permutations,
-                              seed=int(rng.integers(2**32)))
-        hits += test.p_value <= alpha
-    return hits / n_sim
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .design import (MethodPermutations, count_assignments, enumerate_assignments, unit_labels,
+from .design import (MethodGroups, MethodPermutations, count_assignments, enumerate_assignments, method_groups,
                      unit_permutation_test, within_strata_permutations)
 from .stats import (PowerSimulation, bh, exact_pvalue, partial_eta_squared, participation_ratio, permutation_pvalue,
                     power_curve, variance_components)
@@ -242,10 +242,8 @@ def permanova(
 
 def nested_permanova(
     distances,
-    groups: Sequence[Hashable],
-    units: Sequence[Hashable],
+    groups: MethodGroups,
     *,
-    strata: Sequence[Hashable] | None = None,
     permutations: MethodPermutations = MethodPermutations(),
 ) -> PermanovaResult:
     """Paradigm effect tested against the variation between methods within paradigms.
@@ -266,12 +264,11 @@ def nested_permanova(
     Parameters
     ----------
     distances : array, DataFrame or skbio.DistanceMatrix, shape (n_models, n_models)
-    groups : sequence, shape (n_models,)
-        Group of each model (paradigm), constant within units.
-    units : sequence, shape (n_models,)
-        Unit of each model (method).
-    strata : sequence, shape (n_models,), optional
-        Stratum of each model (backbone).
+        A DataFrame is matched to ``groups`` by model name; other forms must list the models in
+        the order of ``groups``.
+    groups : MethodGroups
+        Paradigm (group), method (unit) and backbone (stratum; ``stratum=None`` for none) of each
+        model (:func:`sslgeom.design.method_groups`).
     permutations : MethodPermutations
         As in :func:`sslgeom.design.unit_permutation_test`.
 
@@ -279,30 +276,25 @@ def nested_permanova(
     -------
     PermanovaResult
     """
+    groups = groups.for_rows(distances)
     dm = distance_matrix(distances)
     d2 = np.asarray(dm.data, dtype=np.float64) ** 2
-    if len(groups) != len(d2) or len(units) != len(d2):
-        raise ValueError(f"groups ({len(groups)}) and units ({len(units)}) must have one entry per model ({len(d2)}).")
-    labels = unit_labels(units, groups)  # one paradigm per method, checked
-    unit_index = pd.Index(labels.index)
-    unit_codes = unit_index.get_indexer(pd.Series(np.asarray(units)))
-    levels, observed = _codes(labels.to_numpy())
-    if len(levels) < 2 or len(labels) <= len(levels):
-        raise ValueError(f"need at least 2 groups and more units than groups; got {len(levels)} groups, "
-                         f"{len(labels)} units.")
-    strata = _strata(strata, len(d2))
+    n_units, observed = len(groups.units), groups.group_of_unit
+    if len(groups.groups) < 2 or n_units <= len(groups.groups):
+        raise ValueError(f"need at least 2 groups and more units than groups; got {len(groups.groups)} groups, "
+                         f"{n_units} units.")
     # every stratum's summed squared distances between methods, computed once
     blocks = {}
-    for stratum in pd.unique(strata):
-        keep = strata == stratum
-        blocks[stratum] = _unit_blocks(d2[np.ix_(keep, keep)], unit_codes[keep], len(labels))
+    for stratum in pd.unique(groups.strata):
+        keep = groups.strata == stratum
+        blocks[stratum] = _unit_blocks(d2[np.ix_(keep, keep)], groups.unit_of_model[keep], n_units)
 
     def total_f(assignments: np.ndarray) -> np.ndarray:
         # the same relabelling of methods in every stratum, F summed over strata
-        return sum(pseudo_f(a, sizes, assignments, len(levels))[0] for a, sizes in blocks.values())
+        return sum(pseudo_f(a, sizes, assignments, len(groups.groups))[0] for a, sizes in blocks.values())
 
     test = unit_permutation_test(total_f, observed, distinct=True, permutations=permutations)
-    table = _stratum_table(blocks, {stratum: observed for stratum in blocks}, len(levels))
+    table = _stratum_table(blocks, {stratum: observed for stratum in blocks}, len(groups.groups))
     return PermanovaResult(test.statistic, float(test.p_value), test.min_p, test.exact, test.n_assignments,
                            table, test.null)
 
@@ -320,11 +312,8 @@ def _dummies(codes: np.ndarray) -> np.ndarray:
 
 def metric_effects(
     values: pd.DataFrame,
-    labels: pd.DataFrame,
+    groups: MethodGroups,
     *,
-    group: str = "paradigm",
-    unit: str = "method",
-    covariate: str | None = "backbone",
     q: float = 0.05,
     permutations: MethodPermutations = MethodPermutations(),
 ) -> pd.DataFrame:
@@ -342,9 +331,11 @@ def metric_effects(
     Parameters
     ----------
     values : pandas.DataFrame, shape (n_models, n_metrics)
-    labels : pandas.DataFrame, shape (n_models, >= 2)
-        Same index; columns ``group``, ``unit`` and ``covariate`` (if not None).
-    group, unit, covariate : str
+        Indexed by model.
+    groups : MethodGroups
+        Paradigm (group) and method (unit) of each model, matched to ``values`` by model name; its
+        stratum column (backbone), if any, enters the model as a covariate
+        (:func:`sslgeom.design.method_groups`, ``stratum=None`` for none).
     q : float
         False discovery rate of ``reject``.
     permutations : MethodPermutations
@@ -356,20 +347,16 @@ def metric_effects(
         Index: metrics; ``eta2_partial, F, df_effect, df_residual, p_anova, p_value, q_value,
         reject, exact``.
     """
-    if not values.index.equals(labels.index):
-        raise ValueError("values and labels must have the same index (one row per model, same order).")
+    groups = groups.for_rows(values)
     y = values.to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(y)):
         raise ValueError("values contain NaN or infinite entries; drop those metrics first.")
-    covariates = [covariate] if covariate is not None else []
-    table = partial_eta_squared(values, labels, group, covariates)
-
-    per_unit = unit_labels(labels[unit].to_numpy(), labels[group].to_numpy())
-    unit_codes = pd.Index(per_unit.index).get_indexer(pd.Series(labels[unit].to_numpy()))
-    _, observed = _codes(per_unit.to_numpy())
+    covariates = [groups.stratum] if groups.stratum is not None else []
+    table = partial_eta_squared(values, groups.labels, groups.group, covariates)
+    unit_codes, observed = groups.unit_of_model, groups.group_of_unit
     base = [np.ones((len(y), 1))]
-    if covariate is not None and labels[covariate].nunique() > 1:
-        base.append(_dummies(_codes(labels[covariate].to_numpy())[1]))
+    if len(pd.unique(groups.strata)) > 1:
+        base.append(_dummies(_codes(groups.strata)[1]))
     base = np.hstack(base)
     rss_base = _residual_ss(base, y)  # the covariates alone: the same for every relabelling
 
@@ -465,11 +452,9 @@ def paradigm_power(
     """
     from scipy.spatial.distance import pdist, squareform
 
-    per_unit = unit_labels(design["method"].to_numpy(), design["paradigm"].to_numpy())
-    unit_codes = pd.Index(per_unit.index).get_indexer(pd.Series(design["method"].to_numpy()))
-    _, paradigm_of_unit = _codes(per_unit.to_numpy())
+    groups = method_groups(design.reset_index(drop=True), stratum="backbone" if stratify else None)
+    unit_codes, paradigm_of_unit = groups.unit_of_model, groups.group_of_unit
     _, stratum_codes = _codes(design["backbone"].to_numpy())
-    strata = design["backbone"].to_numpy() if stratify else None
     rng = np.random.default_rng(simulation.seed)
     n_groups = int(paradigm_of_unit.max()) + 1
     exact = count_assignments(np.bincount(paradigm_of_unit), distinct=True) <= check_int(
@@ -495,8 +480,7 @@ def paradigm_power(
         else:
             permutations = MethodPermutations(max_enumerate=max_enumerate, n_permutations=simulation.n_permutations,
                                               seed=int(rng.integers(2**32)))
-            p_value = nested_permanova(squareform(pdist(x)), design["paradigm"].to_numpy(),
-                                       design["method"].to_numpy(), strata=strata, permutations=permutations).p_value
+            p_value = nested_permanova(squareform(pdist(x)), groups, permutations=permutations).p_value
         return p_value <= simulation.alpha
 
     return power_curve(effects, rejects, simulation.n_sim, target_power=simulation.target_power)
