@@ -104,6 +104,7 @@ input_size = None  # input side of published and user models and of the folder's
 images_per_class = 100  # images read per class from image_folder (the pool the manifolds are drawn from)
 
 # %% tags=["remove-cell"]
+import dataclasses
 import warnings
 
 import matplotlib.pyplot as plt
@@ -113,8 +114,7 @@ from IPython.display import display
 from myst_nb import glue
 from tqdm.auto import tqdm
 
-from sslgeom import crossval, export, geometry, mgm, paradigm, params, plots, sources, stats, transfer, zoo
-from sslgeom.design import MethodPermutations
+from sslgeom import crossval, export, geometry, lomo, mgm, paradigm, params, plots, sources, stats, transfer, zoo
 from sslgeom.tasks import TASK_NAMES, build_tasks
 
 params.check_common(profile, seed, device)
@@ -390,9 +390,9 @@ baselines = pd.DataFrame({"rankme": spectra["rankme"], "alpha_req_distance": (sp
                           "source_knn": source["source_knn"]}).loc[ssl_names]
 backbone_label = (info.loc[ssl_names, "backbone"] != main_backbone).astype(float).rename("backbone")
 # (name, descriptors, pipeline options: fitted with in-fold selection, fitted on all, or a fixed sign)
-mgm_options = crossval.PipelineOptions(n_select=n_select)
-cv_options = crossval.PipelineOptions()
-higher_better, lower_better = crossval.PipelineOptions(sign=+1), crossval.PipelineOptions(sign=-1)
+mgm_options = lomo.PipelineOptions(n_select=n_select)
+cv_options = lomo.PipelineOptions()
+higher_better, lower_better = lomo.PipelineOptions(sign=+1), lomo.PipelineOptions(sign=-1)
 PREDICTORS = [
     ("MGM all", mgm_sets["MGM all"], mgm_options),
     ("MGM semantic", mgm_sets["MGM semantic"], mgm_options),
@@ -414,7 +414,7 @@ baselines.join(info[["method", "backbone", "seed"]]).round(3)
 #
 # A method's seeds and its second-backbone run are near-copies of one another: a model whose
 # seed twin is in the training folds is predicted from its twin, not from geometry. So every fold
-# holds out **all models of one method** ({py:func}`~sslgeom.crossval.lomo_predict`): for the
+# holds out **all models of one method** ({py:func}`~sslgeom.lomo.lomo_predict`): for the
 # held-out method, using the other methods only, keep the {glue:text}`n_select` descriptors with the
 # strongest rank correlation with the target, standardise them, fit a ridge regression (penalty
 # chosen by an inner leave-one-out), and predict the held-out models.
@@ -456,9 +456,9 @@ baselines.join(info[["method", "backbone", "seed"]]).round(3)
 # %% tags=["remove-stderr"]
 backbones_present = sorted(info.loc[ssl_names, "backbone"].unique())
 # each analysis evaluates on its models (one backbone, or all pooled), methods leaving together, Spearman
-analyses = {main_backbone: crossval.Evaluation(backbone=main_backbone)}
+analyses = {main_backbone: lomo.Evaluation(backbone=main_backbone)}
 if len(backbones_present) > 1:
-    analyses["pooled"] = crossval.Evaluation()
+    analyses["pooled"] = lomo.Evaluation()
 
 
 def predictors_for(analysis):
@@ -601,9 +601,8 @@ glue("sem_aug_text", f"semantic descriptors alone: calibrated {sem.loc['MGM sema
 
 # %% tags=["remove-stderr"]
 glue("n_boot", f"{n_boot:,}", display=False)
-# the paired test's swap patterns: all 2^methods when at most 4096 (exact), else 999 random ones;
-# the seed also seeds the bootstrap
-swaps = MethodPermutations(max_enumerate=4096, n_permutations=999, seed=seed)
+# the paired test's swap patterns (all 2^methods when at most 4096: exact); the seed also seeds the bootstrap
+swaps = dataclasses.replace(crossval.PAIRED_SWAPS, seed=seed)
 paired_rows = []
 mgm_all = mgm_sets["MGM all"]
 pair_jobs = [(a, p) for a in analyses for p in predictors_for(a) if not p[0].startswith("MGM")]
@@ -656,7 +655,7 @@ noise_y = noise_ratio(targets[target_columns["linear"]])
 noise_x, noise_y = (0.5 if not np.isfinite(v) else v for v in (noise_x, noise_y))
 n_effective = max(1, int(round(crossval.effective_descriptors(mgm_all.loc[main_names]))))
 power_kwargs = dict(noise_x=noise_x, noise_y=noise_y, n_descriptors=n_effective,
-                    options=crossval.PipelineOptions(n_select=min(n_select, n_effective)), n_targets=len(tasks),
+                    options=lomo.PipelineOptions(n_select=min(n_select, n_effective)), n_targets=len(tasks),
                     simulation=stats.PowerSimulation(n_sim=n_power_sim, n_permutations=n_power_permutations,
                                                      seed=seed))
 power_grid = sorted(set(power_rhos) | {minimal_rho})
@@ -1003,7 +1002,7 @@ for _ in range(20):
     noise = pd.Series(leak_rng.normal(size=len(main_names)), index=main_names)
     chosen = mgm_all.loc[main_names].corrwith(noise, method="spearman").abs().nlargest(n_select).index
     for store, frame, options in ((leaky, mgm_all[chosen], cv_options), (honest, mgm_all, mgm_options)):
-        predicted = crossval.lomo_predict(frame, noise, design, options=options)
+        predicted = lomo.lomo_predict(frame, noise, design, options=options)
         store.append(predicted.corr(noise.loc[predicted.index], method="spearman"))
 glue("leak_text", f"over 20 noise targets the leaky protocol's mean raw Spearman is {np.mean(leaky):.2f}, the "
      f"honest one's {np.mean(honest):.2f}", display=False)
