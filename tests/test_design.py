@@ -84,7 +84,9 @@ def test_method_groups_refuse_bad_labels_with_a_fix():
     with pytest.raises(ValueError, match="1 model\\(s\\) have no labels"):
         groups.select(list(rows.index[:3]) + ["not-a-model"])
     with pytest.raises(ValueError, match="rows for"):
-        groups.for_rows(np.zeros((3, 3)))
+        design.aligned_groups(groups, np.zeros((3, 3)))
+    with pytest.raises(TypeError, match=r"groups must be a MethodGroups, got Series; .*method_groups\(labels"):
+        design.aligned_groups(rows["paradigm"], np.zeros((len(rows), len(rows))))
 
 
 def test_counts_of_assignments_420_labelled_and_210_distinct():

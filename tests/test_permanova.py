@@ -152,6 +152,9 @@ def test_nested_refuses_a_paradigm_that_varies_within_a_method():
     mixed.loc[0, "paradigm"] = "clustering"
     with pytest.raises(ValueError, match="several labels"):
         permanova.nested_permanova(squareform(pdist(x)), design.method_groups(mixed, stratum=None))
+    # the labels come as one MethodGroups, not as columns
+    with pytest.raises(TypeError, match="groups must be a MethodGroups"):
+        permanova.nested_permanova(squareform(pdist(x)), CONVNET["paradigm"])
     # rows of an array must match the labelled models one to one
     with pytest.raises(ValueError, match="rows for"):
         permanova.nested_permanova(squareform(pdist(x[:-1])), design.method_groups(CONVNET, stratum=None))

@@ -45,6 +45,7 @@ __all__ = [
     "unit_labels",
     "MethodGroups",
     "method_groups",
+    "aligned_groups",
     "count_assignments",
     "enumerate_assignments",
     "UnitTestResult",
@@ -189,7 +190,7 @@ class MethodGroups:
     Built by :func:`method_groups`. The method-level tests of claim 1
     (:func:`sslgeom.permanova.nested_permanova`, :func:`sslgeom.permanova.metric_effects`,
     :func:`sslgeom.paradigm.unit_agreement_test`) take it instead of columns or arrays, and align
-    it with their distances or values by model name (:meth:`select`).
+    it with their distances or values by model name (:func:`aligned_groups`).
 
     Attributes
     ----------
@@ -236,17 +237,6 @@ class MethodGroups:
                              "table a row for every model of the distances or values.")
         return method_groups(self.labels.loc[models], group=self.group, unit=self.unit, stratum=self.stratum)
 
-    def for_rows(self, data) -> MethodGroups:
-        """Aligned with the rows of ``data``: a DataFrame's index selects the models by name; the rows of
-        an array (or a distance matrix without names) must be the models in order."""
-        if isinstance(data, pd.DataFrame):
-            return self.select(data.index)
-        if len(data) != len(self.labels):
-            raise ValueError(f"{len(data)} rows for {len(self.labels)} labelled models; pass a DataFrame indexed "
-                             "by model, or rows in the order of the labels.")
-        return self
-
-
 def method_groups(
     labels: pd.DataFrame, *, group: str = "paradigm", unit: str = "method", stratum: str | None = "backbone"
 ) -> MethodGroups:
@@ -287,6 +277,24 @@ def method_groups(
               else np.full(len(table), "all", dtype=object))
     return MethodGroups(table, group, unit, stratum, pd.Index(per_unit.index), unit_of_model.astype(np.int64),
                         groups, group_of_unit.astype(np.int64), strata)
+
+
+def aligned_groups(groups: MethodGroups, data) -> MethodGroups:
+    """``groups`` aligned with the rows of ``data``, checked to be a :class:`MethodGroups`.
+
+    A DataFrame's index selects the models by name (:meth:`MethodGroups.select`); the rows of an
+    array (or of a distance matrix without names) must be the labelled models, in order.
+    """
+    if not isinstance(groups, MethodGroups):
+        raise TypeError(f"groups must be a MethodGroups, got {type(groups).__name__}; build it from a labels table "
+                        "indexed by model: sslgeom.design.method_groups(labels, group='paradigm', unit='method', "
+                        "stratum='backbone').")
+    if isinstance(data, pd.DataFrame):
+        return groups.select(data.index)
+    if len(data) != len(groups.labels):
+        raise ValueError(f"{len(data)} rows for {len(groups.labels)} labelled models; pass a DataFrame indexed "
+                         "by model, or rows in the order of the labels.")
+    return groups
 
 
 def _group_sizes(codes: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sslgeom.design import MethodGroups, MethodPermutations, unit_permutation_test
+from sslgeom.design import MethodGroups, MethodPermutations, aligned_groups, unit_permutation_test
 from sslgeom.geometry import GeometrySettings, check_table, geometry_table
 from sslgeom.validation import check_choice
 
@@ -366,7 +366,7 @@ def unit_agreement_test(
     -------
     AgreementResult
     """
-    groups = groups.select(distances.index)
+    groups = aligned_groups(groups, distances)
     n_groups, observed, unit_of_model = len(groups.groups), groups.group_of_unit, groups.unit_of_model
     if n_groups < 2:
         raise ValueError(f"the {groups.unit}s fall into a single {groups.group}; agreement needs at least two groups.")

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .design import (MethodGroups, MethodPermutations, count_assignments, enumerate_assignments, method_groups,
-                     unit_permutation_test, within_strata_permutations)
+from .design import (MethodGroups, MethodPermutations, aligned_groups, count_assignments, enumerate_assignments,
+                     method_groups, unit_permutation_test, within_strata_permutations)
 from .stats import (PowerSimulation, bh, exact_pvalue, partial_eta_squared, participation_ratio, permutation_pvalue,
                     power_curve, variance_components)
 from .validation import check_int
@@ -276,7 +276,7 @@ def nested_permanova(
     -------
     PermanovaResult
     """
-    groups = groups.for_rows(distances)
+    groups = aligned_groups(groups, distances)
     dm = distance_matrix(distances)
     d2 = np.asarray(dm.data, dtype=np.float64) ** 2
     n_units, observed = len(groups.units), groups.group_of_unit
@@ -347,7 +347,7 @@ def metric_effects(
         Index: metrics; ``eta2_partial, F, df_effect, df_residual, p_anova, p_value, q_value,
         reject, exact``.
     """
-    groups = groups.for_rows(values)
+    groups = aligned_groups(groups, values)
     y = values.to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(y)):
         raise ValueError("values contain NaN or infinite entries; drop those metrics first.")
