@@ -231,6 +231,17 @@ def test_unit_agreement_is_exact_over_210_partitions_and_matches_scikit_learn():
     assert result.p_ari <= 0.05  # planted paradigm effect found
 
 
+def test_unit_agreement_refuses_bad_input_with_a_fix():
+    vectors, labels = _unit_zoo(np.random.default_rng(2))
+    distances = paradigm.model_distances(vectors)
+    with pytest.raises(ValueError, match="unknown linkage method 'median'"):
+        paradigm.unit_agreement_test(distances, design.method_groups(labels), method="median")
+    with pytest.raises(TypeError, match="groups must be a MethodGroups"):
+        paradigm.unit_agreement_test(distances, labels)
+    with pytest.raises(ValueError, match="have no labels"):
+        paradigm.unit_agreement_test(distances, design.method_groups(labels.iloc[:-1]))
+
+
 def test_unit_agreement_null_moves_whole_methods():
     vectors, labels = _unit_zoo(np.random.default_rng(1))
     result = paradigm.unit_agreement_test(paradigm.model_distances(vectors), design.method_groups(labels))

@@ -366,6 +366,7 @@ def unit_agreement_test(
     -------
     AgreementResult
     """
+    check_choice(method, LINKAGES, "linkage method")  # before any clustering
     groups = aligned_groups(groups, distances)
     n_groups, observed, unit_of_model = len(groups.groups), groups.group_of_unit, groups.unit_of_model
     if n_groups < 2:
