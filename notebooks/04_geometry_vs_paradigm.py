@@ -27,6 +27,7 @@
 #
 # Library functions this chapter calls (see the API reference): {py:func}`~sslgeom.geometry.geometry_table`,
 # {py:func}`~sslgeom.paradigm.geometry_vectors`, {py:func}`~sslgeom.paradigm.model_distances`,
+# {py:func}`~sslgeom.design.method_groups`,
 # {py:func}`~sslgeom.permanova.nested_permanova`, {py:func}`~sslgeom.permanova.permanova`,
 # {py:func}`~sslgeom.paradigm.unit_agreement_test`, {py:func}`~sslgeom.permanova.paradigm_power`,
 # {py:func}`~sslgeom.permanova.metric_effects`, {py:func}`~sslgeom.permanova.block_permanova`,
@@ -941,11 +942,11 @@ scale_free, raw, sensitivity_direct = (frame.loc[names, families] for frame in (
 positions = (info.loc[names, "backbone"].astype(str) + "/s" + info.loc[names, "seed"].astype(str)).tolist()
 units = info.loc[names, "method"].tolist()
 claim3 = invariance.rank_agreement(scale_free, sensitivity_direct, units, positions=positions,
-                                 n_permutations=n_permutations, q=q, seed=seed)
+                                   n_permutations=n_permutations, q=q, seed=seed)
 claim3_raw = invariance.rank_agreement(raw, sensitivity_direct, units, positions=positions,
-                                     n_permutations=n_permutations, q=q, seed=seed)
+                                       n_permutations=n_permutations, q=q, seed=seed)
 claim3_power = invariance.rank_agreement_power(units, minimal_rho, n_columns=len(families), positions=positions,
-                                             n_sim=power_simulations, n_permutations=199, alpha=q, seed=seed)
+                                               n_sim=power_simulations, n_permutations=199, alpha=q, seed=seed)
 invariance_check = pd.DataFrame({"scale-free diameter": claim3.per_column["rho"],
                                  "q (scale-free)": claim3.per_column["q_value"],
                                  "raw diameter": claim3_raw.per_column["rho"]})
