@@ -8,10 +8,8 @@ import pytest
 from sslgeom import cache
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
-    return tmp_path / "cache"
+# every test writes to a cache of its own (the conftest fixture), even those that do not name it
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_content_key_depends_on_content_not_identity():
