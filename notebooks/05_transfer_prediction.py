@@ -114,7 +114,7 @@ from IPython.display import display
 from myst_nb import glue
 from tqdm.auto import tqdm
 
-from sslgeom import crossval, export, geometry, lomo, mgm, paradigm, params, plots, sources, stats, transfer, zoo
+from sslgeom import crossval, export, geometry, lomo, mgm, paradigm, params, plots, reliability, sources, stats, transfer, zoo
 from sslgeom.tasks import TASK_NAMES, build_tasks
 
 params.check_common(profile, seed, device)
@@ -299,10 +299,10 @@ plt.close(fig)
 # - **Measurement noise** (for predicting one model's number): a probe's accuracy on $n$ test images
 #   has standard error $\sqrt{a(1-a)/n}$ (what a bootstrap over test examples gives), a few-shot mean
 #   the standard error of its episodes. The reliability $1 - \overline{SE^2} / \mathrm{Var}(a)$ across
-#   the SSL models ({py:func}`~sslgeom.stats.noise_reliability`) is the share of the spread that is
+#   the SSL models ({py:func}`~sslgeom.reliability.noise_reliability`) is the share of the spread that is
 #   not test-set noise. It leaves out the noise of training (which seed the model got).
 # - **Seeds** (for statements about methods): the intraclass correlation ICC(1,k) of method means over
-#   the main backbone's seeds ({py:func}`~sslgeom.stats.icc`), the reliability of a method's mean
+#   the main backbone's seeds ({py:func}`~sslgeom.reliability.icc`), the reliability of a method's mean
 #   transfer. ICC(1,1), one seed's reliability, is the share of model-to-model variance that lies
 #   between methods: the ceiling for a predictor that knows only the method.
 
@@ -319,22 +319,22 @@ for task in tasks:
     for protocol in protocols:
         rows = measured[(measured["task"] == task) & (measured["protocol"] == protocol)].set_index("model").loc[ssl_names]
         if protocol == "linear":
-            se = stats.binomial_standard_error(rows["score"], n_test_of[task])
+            se = reliability.binomial_standard_error(rows["score"], n_test_of[task])
         else:
             se = (rows["ci_high"] - rows["ci_low"]) / (2 * 1.96)
-        row = {"noise reliability": stats.noise_reliability(rows["score"], se),
+        row = {"noise reliability": reliability.noise_reliability(rows["score"], se),
                "SD across SSL models": rows["score"].std(ddof=1), "mean SE": float(np.sqrt(np.mean(se**2)))}
         by_seed = rows.loc[main_names].assign(method=info.loc[main_names, "method"], seed=info.loc[main_names, "seed"]) \
             .pivot(index="method", columns="seed", values="score").dropna()
         complete = len(seeds_main) >= 2 and len(by_seed) >= 3
-        row["ICC(1,k) method means"] = stats.icc(by_seed, "1k") if complete else np.nan
-        row["ICC(1,1) one seed"] = stats.icc(by_seed, "1") if complete else np.nan
+        row["ICC(1,k) method means"] = reliability.icc(by_seed, "1k") if complete else np.nan
+        row["ICC(1,1) one seed"] = reliability.icc(by_seed, "1") if complete else np.nan
         reliability_rows[f"{task} | {protocol}"] = row
-reliability = pd.DataFrame(reliability_rows).T
-reliability.round(3)
+target_reliability = pd.DataFrame(reliability_rows).T
+target_reliability.round(3)
 
 # %% tags=["remove-cell"]
-linear_reliability = reliability.loc[target_columns["linear"]]
+linear_reliability = target_reliability.loc[target_columns["linear"]]
 glue("noise_rel_range", f"{linear_reliability['noise reliability'].min():.2f} to "
      f"{linear_reliability['noise reliability'].max():.2f}", display=False)
 if linear_reliability["ICC(1,k) method means"].notna().any():
@@ -546,7 +546,7 @@ def score_view(analysis, protocol="linear", target="mean"):
     rows = comparison[(comparison["analysis"] == analysis) & (comparison["protocol"] == protocol)
                       & (comparison["target"] == target)].set_index("predictor")
     view = rows[["observed", "null_mean", "null_sd", "calibrated", "p_text", "q_bh"]].copy()
-    relevant = reliability.loc[target_columns[protocol]] if target == "mean" else reliability.loc[[target]]
+    relevant = target_reliability.loc[target_columns[protocol]] if target == "mean" else target_reliability.loc[[target]]
     view["sqrt noise reliability"] = np.sqrt(relevant["noise reliability"].clip(lower=0)).mean()
     view["sqrt ICC(1,1)"] = np.sqrt(relevant["ICC(1,1) one seed"].clip(lower=0)).mean()
     return view
