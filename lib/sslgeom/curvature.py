@@ -8,7 +8,7 @@ the raw angle for comparison and adds **our** estimate, the angle per unit edge 
 
 - per NNK edge ``(i, j)`` (``j`` kept by ``i``'s NNK problem or ``i`` by ``j``'s), ``phi_ij`` is
   the largest principal angle between the tangent spaces ``T_i`` and ``T_j`` (the leading
-  right singular vectors of each node's neighbour offsets, as in :func:`sslgeom.mgm.tangent_bases`)
+  right singular vectors of each node's neighbour offsets, as in :func:`sslgeom.subspaces.tangent_bases`)
   and ``L_ij = ||x_i - x_j||``;
 - the edge's curvature is ``2 sin(phi_ij / 2) / L_ij``: for two points of a circle of radius
   ``R`` whose tangents differ by ``phi``, the chord is ``L = 2 R sin(phi / 2)``, so this is
@@ -86,7 +86,7 @@ import pandas as pd
 from sslgeom import nnk
 from sslgeom.dimension import validated_by_caller
 from sslgeom.kernels import kernel_space
-from sslgeom.mgm import largest_principal_angles, tangent_bases
+from sslgeom.subspaces import largest_principal_angles, tangent_bases
 from sslgeom.neighbors import knn
 from sslgeom.validation import check_choice, check_features, check_graph_features, check_int
 
