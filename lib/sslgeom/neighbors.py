@@ -1,4 +1,6 @@
-"""Exact k-nearest-neighbour search on tensors, and the input checks the graph layer shares.
+"""Exact k-nearest-neighbour search on tensors, the input checks the graph layer shares, and
+the candidate search of the NNK graph (:func:`find_candidates`: exact here, or approximate with
+:func:`sslgeom.candidates.approximate_search`).
 
 :func:`knn` is the public entry point (also importable as ``sslgeom.nnk.knn``); the NNK graph
 (:mod:`sslgeom.nnk`) calls :func:`knn_tensor` on features it has already validated with
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .candidates import approximate_search
 from .kernels import kernel_space, power_of_two_floor
 from .validation import check_choice, check_feature_tensor, check_int
 
@@ -275,3 +278,56 @@ def knn(
     with torch.no_grad():
         indices, sq_distances = knn_tensor(tensor, k, block_size, progress, engine, equal_norms=metric == "cosine")
     return indices.cpu().numpy(), sq_to_input_units(sq_distances.cpu().numpy(), scale)
+
+
+def search_engine(candidates: str, knn_backend: str, device, dtype: torch.dtype) -> str:
+    """``"faiss"`` or ``"torch"``: the engine of the candidate search (validates the choice)."""
+    engine = resolve_backend(knn_backend, device, dtype)
+    if candidates == "exact":
+        return engine
+    if knn_backend == "torch" or engine != "faiss":
+        raise ValueError(
+            f"candidates={candidates!r} is an approximate faiss search: it needs float32 "
+            f"features on the CPU and knn_backend 'auto' or 'faiss' (got dtype {dtype}, device "
+            f"{str(device)!r}, knn_backend {knn_backend!r}). Use candidates='exact' otherwise."
+        )
+    return engine
+
+
+def find_candidates(
+    points: torch.Tensor, k: int, candidates: str, settings: dict, engine: str, progress: bool,
+    equal_norms: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The ``k`` candidates of every point and their squared distances (unit scale).
+
+    Parameters
+    ----------
+    points : torch.Tensor, shape (n_points, dim)
+        Rows in the kernel's space at unit scale.
+    k : int
+    candidates : {"exact", "hnsw", "ivf"}
+    settings : dict
+        From :func:`sslgeom.candidates.check_candidate_params`.
+    engine : {"faiss", "torch"}
+        Engine of the exact search.
+    progress : bool
+    equal_norms : bool
+        Every row has the same norm (cosine kernel): the exact faiss search ranks by inner product
+        (:func:`sslgeom.neighbors.knn_tensor`).
+
+    Returns
+    -------
+    indices : torch.Tensor, shape (n_points, k), int64
+    sq_dist : torch.Tensor, shape (n_points, k)
+        Clipped at 0, in the points' dtype.
+    settings : dict
+        What was used (stored in :attr:`sslgeom.nnk.NNKResult.candidate_settings`).
+    """
+    if candidates == "exact":
+        indices, sq_dist = knn_tensor(points, k, None, progress, engine, equal_norms=equal_norms)
+        return indices, sq_dist, {"backend": engine}
+    indices, sq_dist, used = approximate_search(points, k, "l2", candidates, settings,
+                                                n_threads=torch.get_num_threads(),
+                                                progress=progress)
+    sq_dist = torch.from_numpy(sq_dist).clamp_(min=0.0).to(points.dtype)
+    return torch.from_numpy(indices), sq_dist, used

@@ -73,7 +73,6 @@ from .kernels import (
 from .candidates import (
     CANDIDATE_MODES,
     CandidateMode,
-    approximate_search,
     check_candidate_params,
 )
 from .neighbors import (
@@ -81,10 +80,10 @@ from .neighbors import (
     KnnBackend,
     as_tensor,
     check_graph_input,
+    find_candidates,
     knn,
-    knn_tensor,
-    resolve_backend,
     resolve_dtype,
+    search_engine,
     sq_to_input_units,
     unit_scale,
 )
@@ -400,14 +399,14 @@ def nnk_graph(
     relative = check_relative_tol(kkt_tol)
     compiled = use_compiled(solver, device)
     torch_dtype = resolve_dtype(dtype)
-    engine = _search_engine(candidates, knn_backend, device, torch_dtype)
+    engine = search_engine(candidates, knn_backend, device, torch_dtype)
     points = as_tensor(features, device, torch_dtype)
     k = check_graph_input(points, k)
     points, scale = _unit_kernel_space(points, kernel)
 
     with torch.no_grad():
-        indices, sq_dist, settings = _find_candidates(points, k, candidates, settings, engine,
-                                                      progress, equal_norms=kernel == "cosine")
+        indices, sq_dist, settings = find_candidates(points, k, candidates, settings, engine,
+                                                     progress, equal_norms=kernel == "cosine")
         used_ridge = ridge_for_duplicates(points, indices, sq_dist, duplicates, ridge)
         params, unit_params = _kernel_params(kernel, sq_dist, scale, sigma, power)
         stage = dict(kernel=kernel, params=unit_params, ridge=used_ridge, relative_tol=relative,
@@ -432,59 +431,6 @@ def nnk_graph(
         candidates=candidates,
         candidate_settings=settings,
     )
-
-
-def _search_engine(candidates: str, knn_backend: str, device, dtype: torch.dtype) -> str:
-    """``"faiss"`` or ``"torch"``: the engine of the candidate search (validates the choice)."""
-    engine = resolve_backend(knn_backend, device, dtype)
-    if candidates == "exact":
-        return engine
-    if knn_backend == "torch" or engine != "faiss":
-        raise ValueError(
-            f"candidates={candidates!r} is an approximate faiss search: it needs float32 "
-            f"features on the CPU and knn_backend 'auto' or 'faiss' (got dtype {dtype}, device "
-            f"{str(device)!r}, knn_backend {knn_backend!r}). Use candidates='exact' otherwise."
-        )
-    return engine
-
-
-def _find_candidates(
-    points: torch.Tensor, k: int, candidates: str, settings: dict, engine: str, progress: bool,
-    equal_norms: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The ``k`` candidates of every point and their squared distances (unit scale).
-
-    Parameters
-    ----------
-    points : torch.Tensor, shape (n_points, dim)
-        Rows in the kernel's space at unit scale.
-    k : int
-    candidates : {"exact", "hnsw", "ivf"}
-    settings : dict
-        From :func:`sslgeom.candidates.check_candidate_params`.
-    engine : {"faiss", "torch"}
-        Engine of the exact search.
-    progress : bool
-    equal_norms : bool
-        Every row has the same norm (cosine kernel): the exact faiss search ranks by inner product
-        (:func:`sslgeom.neighbors.knn_tensor`).
-
-    Returns
-    -------
-    indices : torch.Tensor, shape (n_points, k), int64
-    sq_dist : torch.Tensor, shape (n_points, k)
-        Clipped at 0, in the points' dtype.
-    settings : dict
-        What was used (stored in :attr:`NNKResult.candidate_settings`).
-    """
-    if candidates == "exact":
-        indices, sq_dist = knn_tensor(points, k, None, progress, engine, equal_norms=equal_norms)
-        return indices, sq_dist, {"backend": engine}
-    indices, sq_dist, used = approximate_search(points, k, "l2", candidates, settings,
-                                                n_threads=torch.get_num_threads(),
-                                                progress=progress)
-    sq_dist = torch.from_numpy(sq_dist).clamp_(min=0.0).to(points.dtype)
-    return torch.from_numpy(indices), sq_dist, used
 
 
 def _unit_kernel_space(points: torch.Tensor, kernel: str) -> tuple[torch.Tensor, float]:
