@@ -8,8 +8,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from sslgeom import image_folder
-from sslgeom.image_folder import ImageFolderError, load_image_folder, subsample_order, write_synthetic_folder
+from sslgeom import folder_speed, image_folder
+from sslgeom.folder_speed import write_synthetic_folder
+from sslgeom.image_folder import ImageFolderError, load_image_folder, subsample_order
 
 
 def save(path, array):
@@ -210,6 +211,6 @@ def test_cache_is_reused_and_a_changed_folder_recomputes(folder, monkeypatch):
 
 
 def test_decoding_throughput_is_measured(folder):
-    result = image_folder.decoding_throughput(folder, size=16, num_workers=0)
+    result = folder_speed.decoding_throughput(folder, size=16, num_workers=0)
     assert result["images"] == 15 and result["seconds"] > 0 and result["images_per_second"] > 0
-    assert image_folder.benchmark_decoding(6, shape=(20, 30), size=16, num_workers=0)["images"] == 6
+    assert folder_speed.benchmark_decoding(6, shape=(20, 30), size=16, num_workers=0)["images"] == 6

@@ -228,7 +228,7 @@ def test_the_runner_reruns_a_chapter_when_an_image_of_its_folder_changes(tmp_pat
     """The chapter's fingerprint covers the folder's files, so no --force is needed after editing one."""
     import os
 
-    from sslgeom.image_folder import write_synthetic_folder
+    from sslgeom.folder_speed import write_synthetic_folder
 
     folder = write_synthetic_folder(tmp_path / "images", n_classes=2, n_per_class=3, shape=(8, 8), seed=0)
     monkeypatch.delenv("SSLGEOM_CHECKPOINTS", raising=False)

@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from sslgeom import augment, manifolds, params, published, registry, sources, tasks
-from sslgeom.image_folder import write_synthetic_folder
+from sslgeom.folder_speed import write_synthetic_folder
 
 
 @pytest.fixture
