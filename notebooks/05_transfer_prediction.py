@@ -200,7 +200,7 @@ sizes
 # %% tags=["remove-cell"]
 rng = np.random.default_rng(seed)
 shown = [task.test[0][rng.choice(len(task.test[1]), size=8, replace=False)] for task in task_data.values()]
-fig, _ = plots.image_grid(sources.thumbnails(shown), row_labels=list(task_data), cell_size=(1.0, 1.1))
+fig, _ = plots.image_grid(plots.thumbnails(shown), row_labels=list(task_data), cell_size=(1.0, 1.1))
 glue("fig_tasks", fig, display=False)
 plt.close(fig)
 

@@ -180,3 +180,17 @@ def test_model_ranking_groups_points_intervals_and_given_order():
     assert right.get_yticklabels() == [] and [t.get_text() for t in left.get_yticklabels()] == order
     with pytest.raises(ValueError, match="no value or no paradigm"):
         plots.model_ranking(right, values, paradigms, order=["m-a", "unknown"])
+
+
+def test_thumbnails_bring_rows_of_different_sizes_to_one_size():
+    grid = plots.thumbnails([np.zeros((4, 28, 28), np.uint8), np.full((4, 3, 50, 40), 200, np.uint8)])
+    assert grid.shape == (2, 4, 3, 50, 50) and grid.dtype == np.uint8
+    # a constant image stays constant when resized; a greyscale row is repeated to three channels
+    assert (grid[0] == 0).all() and (grid[1] == 200).all()
+    # rows already at the common side are returned as they are
+    ramp = np.arange(4 * 28 * 28, dtype=np.int64).reshape(4, 28, 28).astype(np.uint8)
+    same = plots.thumbnails([ramp, ramp])
+    assert same.shape == (2, 4, 28, 28) and (same[0] == ramp).all() and (same[1] == ramp).all()
+    assert plots.thumbnails([ramp], size=14).shape == (1, 4, 14, 14)
+    with pytest.raises(ValueError, match="size"):
+        plots.thumbnails([ramp], size=0)

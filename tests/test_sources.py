@@ -158,15 +158,6 @@ def test_the_image_folder_task_splits_the_pool_in_colour(folder):
     assert any(np.ptp(image.astype(int), axis=0).max() > 0 for image in everything)  # colour kept, not luma
 
 
-def test_greyscale_is_luma_and_thumbnails_share_one_size():
-    rgb = np.zeros((1, 3, 2, 2), np.uint8)
-    rgb[:, 0], rgb[:, 1], rgb[:, 2] = 255, 0, 0
-    assert sources.greyscale(rgb).tolist() == [[[76, 76], [76, 76]]]  # 0.299 * 255
-    grid = sources.thumbnails([np.zeros((4, 28, 28), np.uint8), np.full((4, 3, 50, 40), 200, np.uint8)])
-    assert grid.shape == (2, 4, 3, 50, 50) and grid.dtype == np.uint8
-    assert sources.thumbnails([np.zeros((4, 28, 28), np.uint8)] * 2).shape == (2, 4, 28, 28)
-
-
 def test_baselines_and_source_knn_use_the_pool_at_the_input_size(folder, tiny_registry):
     from sslgeom import baselines, embed
 

@@ -25,6 +25,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.text import Text
 
+from .validation import check_int
+
 __all__ = [
     "PARADIGM_COLOURS",
     "PARADIGM_MARKERS",
@@ -37,6 +39,7 @@ __all__ = [
     "legend_handles",
     "colour_tick_labels",
     "class_examples",
+    "thumbnails",
     "image_grid",
     "model_ranking",
 ]
@@ -231,6 +234,39 @@ def _as_image_grid(images: Any) -> np.ndarray:
             f"after cols or at the end; got {array.shape}. For one strip of n images use images[None]."
         )
     return array
+
+
+def thumbnails(rows: Sequence[np.ndarray], size: int | None = None) -> np.ndarray:
+    """Rows of uint8 images of different sizes, resized to one side for a figure grid.
+
+    Parameters
+    ----------
+    rows : sequence of numpy.ndarray
+        Each ``(n, H, W)`` or ``(n, C, H, W)`` uint8, the same ``n`` in every row.
+    size : int or None
+        Side of the result; None: the largest side among the rows, at most 64 pixels. Rows already
+        at that side are not resampled.
+
+    Returns
+    -------
+    numpy.ndarray, shape (rows, n, size, size) or (rows, n, 3, size, size)
+        RGB when any row is in colour (greyscale rows repeated to three channels).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    tensors = [torch.from_numpy(np.array(r if r.ndim == 4 else r[:, None], dtype=np.uint8)) for r in rows]
+    size = min(max(max(t.shape[-2:]) for t in tensors), 64) if size is None else check_int(size, "size", minimum=1)
+    colour = any(t.shape[1] == 3 for t in tensors)
+
+    def fit(t: torch.Tensor) -> torch.Tensor:
+        if t.shape[-2:] != (size, size):
+            t = F.interpolate(t.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            t = t.round().clamp(0, 255).to(torch.uint8)
+        return t.expand(-1, 3, -1, -1) if colour else t
+
+    stacked = torch.stack([fit(t) for t in tensors]).numpy()
+    return stacked if colour else stacked[:, :, 0]
 
 
 def image_grid(

@@ -71,8 +71,6 @@ __all__ = [
     "is_external",
     "check_models",
     "check_class_sizes",
-    "greyscale",
-    "thumbnails",
     "spectrum_baselines",
     "source_scores",
 ]
@@ -533,50 +531,8 @@ def check_class_sizes(n_per_class: int, pool: SourceImages | None = None, parame
 
 
 # ------------------------------------------------------------------------------------------------
-# images for tasks, figures and baselines
+# label-free baselines and source scores on the pool
 # ------------------------------------------------------------------------------------------------
-
-
-def greyscale(images: np.ndarray) -> np.ndarray:
-    """uint8 ``(n, 3, H, W)`` or ``(n, 1, H, W)`` -> uint8 ``(n, H, W)`` (ITU-R 601 luma, as PIL's ``L``)."""
-    import torchvision.transforms.v2.functional as TF
-
-    tensor = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy (pools are read-only)
-    if tensor.shape[1] == 3:
-        tensor = TF.rgb_to_grayscale(tensor)
-    return tensor[:, 0].numpy()
-
-
-def thumbnails(rows: Sequence[np.ndarray], size: int | None = None) -> np.ndarray:
-    """Rows of uint8 images of different sizes, resized to one side for a figure grid.
-
-    Parameters
-    ----------
-    rows : sequence of numpy.ndarray
-        Each ``(n, H, W)`` or ``(n, C, H, W)`` uint8, the same ``n`` in every row.
-    size : int or None
-        Side of the result; None: the largest side among the rows, at most 64 pixels. Rows already
-        at that side are not resampled.
-
-    Returns
-    -------
-    numpy.ndarray, shape (rows, n, size, size) or (rows, n, 3, size, size)
-        RGB when any row is in colour (greyscale rows repeated to three channels).
-    """
-    import torch.nn.functional as F
-
-    tensors = [torch.from_numpy(np.array(r if r.ndim == 4 else r[:, None], dtype=np.uint8)) for r in rows]
-    size = min(max(max(t.shape[-2:]) for t in tensors), 64) if size is None else check_int(size, "size", minimum=1)
-    colour = any(t.shape[1] == 3 for t in tensors)
-
-    def fit(t: torch.Tensor) -> torch.Tensor:
-        if t.shape[-2:] != (size, size):
-            t = F.interpolate(t.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            t = t.round().clamp(0, 255).to(torch.uint8)
-        return t.expand(-1, 3, -1, -1) if colour else t
-
-    stacked = torch.stack([fit(t) for t in tensors]).numpy()
-    return stacked if colour else stacked[:, :, 0]
 
 
 def spectrum_baselines(
