@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from sslgeom import evaluation
+from sslgeom import evaluation, logistic
 
 
 def _blobs(n, n_classes=4, dim=12, spread=0.3, seed=0):
@@ -72,8 +72,8 @@ def _sklearn_probe(x, y, c):
 @pytest.mark.parametrize("c", [0.01, 1.0, 10.0])
 def test_probe_solver_reaches_sklearns_optimum(c):
     (x, y), _, (x_test, y_test) = _digits_splits()
-    mean, scale = evaluation._standardiser(x)
-    weights, _ = evaluation._fit_logistic(evaluation._design(x, mean, scale), y, 10, c)
+    mean, scale = logistic.standardiser(x)
+    weights, _ = logistic.fit_logistic(logistic.design_matrix(x, mean, scale), y, 10, c)
     reference = _sklearn_probe(x, y, c)
     model = reference[-1]
     theirs = np.vstack([model.coef_.T, model.intercept_])
@@ -82,10 +82,10 @@ def test_probe_solver_reaches_sklearns_optimum(c):
     centred = lambda w: w - w.mean(axis=1, keepdims=True)  # noqa: E731
     np.testing.assert_allclose(centred(weights), centred(theirs), atol=1e-3 * np.abs(theirs).max())
     strength = 1.0 / (c * len(y))
-    ours_loss = evaluation._loss_gradient(weights, evaluation._design(x, mean, scale), y, strength)[0]
-    their_loss = evaluation._loss_gradient(theirs, evaluation._design(x, mean, scale), y, strength)[0]
+    ours_loss = logistic.loss_gradient(weights, logistic.design_matrix(x, mean, scale), y, strength)[0]
+    their_loss = logistic.loss_gradient(theirs, logistic.design_matrix(x, mean, scale), y, strength)[0]
     assert ours_loss <= their_loss + 1e-10 * abs(their_loss)
-    ours = evaluation._predict(weights, evaluation._design(x_test, mean, scale), np.arange(10))
+    ours = logistic.predict(weights, logistic.design_matrix(x_test, mean, scale), np.arange(10))
     np.testing.assert_array_equal(ours, reference.predict(x_test))
 
 
@@ -154,8 +154,8 @@ def test_probe_in_the_row_space_matches_sklearn_when_dimensions_exceed_points():
     """With fewer points than dimensions the probe solves in the row space of the training features;
     the protocol's numbers are scikit-learn's, which solves in the full space."""
     train, val, test = _wide_splits()
-    design = evaluation._design(train[0], *evaluation._standardiser(train[0]))
-    basis = evaluation._row_space(design)
+    design = logistic.design_matrix(train[0], *logistic.standardiser(train[0]))
+    basis = logistic.row_space(design)
     assert basis is not None and basis.shape == (300, 60)
     np.testing.assert_allclose(basis.T @ basis, np.eye(60), atol=1e-10)
     grid = [0.01, 0.1, 1.0]
@@ -168,30 +168,30 @@ def test_probe_in_the_row_space_matches_sklearn_when_dimensions_exceed_points():
 def test_row_space_weights_are_the_full_space_optimum():
     """Lifted row-space weights have a zero full-space gradient: the reduction is exact."""
     train, _, _ = _wide_splits(seed=1)
-    design = evaluation._design(train[0], *evaluation._standardiser(train[0]))
-    basis = evaluation._row_space(design)
-    reduced, _ = evaluation._fit_logistic(evaluation._in_basis(design, basis), train[1], 5, 1.0)
-    weights = evaluation._lift(reduced, basis)
-    _, gradient, _ = evaluation._loss_gradient(weights, design, train[1], 1.0 / len(train[1]))
+    design = logistic.design_matrix(train[0], *logistic.standardiser(train[0]))
+    basis = logistic.row_space(design)
+    reduced, _ = logistic.fit_logistic(logistic.in_basis(design, basis), train[1], 5, 1.0)
+    weights = logistic.lift(reduced, basis)
+    _, gradient, _ = logistic.loss_gradient(weights, design, train[1], 1.0 / len(train[1]))
     assert np.abs(gradient).max() < 1e-7
-    np.testing.assert_allclose(evaluation._project(weights, basis), reduced, atol=1e-12)
+    np.testing.assert_allclose(logistic.project(weights, basis), reduced, atol=1e-12)
 
 
 def test_kronecker_preconditioner_reaches_the_same_optimum(monkeypatch):
     """Past the exact-Hessian size the shared-block preconditioner is used: the same optimum as the
     exact Hessian (only the path differs), checked on scikit-learn's digits."""
     (x, y), _, _ = _digits_splits()
-    design = evaluation._design(x, *evaluation._standardiser(x))
-    exact, _ = evaluation._fit_logistic(design, y, 10, 1.0)
+    design = logistic.design_matrix(x, *logistic.standardiser(x))
+    exact, _ = logistic.fit_logistic(design, y, 10, 1.0)
     calls = []
-    original = evaluation._kronecker_factor
-    monkeypatch.setattr(evaluation, "_kronecker_factor", lambda *a: calls.append(1) or original(*a))
-    monkeypatch.setattr(evaluation, "_PROBE_EXACT_HESSIAN", 100)
-    approximate, _ = evaluation._fit_logistic(design, y, 10, 1.0, max_iter=2000)
+    original = logistic._kronecker_factor
+    monkeypatch.setattr(logistic, "_kronecker_factor", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(logistic, "_PROBE_EXACT_HESSIAN", 100)
+    approximate, _ = logistic.fit_logistic(design, y, 10, 1.0, max_iter=2000)
     assert calls  # the Kronecker path ran
     centred = lambda w: w - w.mean(axis=1, keepdims=True)  # noqa: E731
     np.testing.assert_allclose(centred(approximate), centred(exact), atol=1e-5 * np.abs(exact).max())
-    _, gradient, _ = evaluation._loss_gradient(approximate, design, y, 1.0 / len(y))
+    _, gradient, _ = logistic.loss_gradient(approximate, design, y, 1.0 / len(y))
     assert np.abs(gradient).max() < evaluation.PROBE_GTOL
 
 

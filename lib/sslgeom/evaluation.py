@@ -6,8 +6,8 @@ through the same functions.
 
 * :func:`linear_probe`: L2-regularised multinomial logistic regression on standardised features,
   ``C`` chosen on a validation split then refit on train+val (Ericsson et al., CVPR 2021), each fit
-  solved to the optimum of scikit-learn's ``LogisticRegression(C=C)``; :func:`validation_split`
-  cuts a stratified validation part off a training set for it.
+  solved to the optimum of scikit-learn's ``LogisticRegression(C=C)`` by :mod:`sslgeom.logistic`;
+  :func:`validation_split` cuts a stratified validation part off a training set for it.
 * :func:`knn_accuracy`: cosine k-nearest-neighbour majority vote (the "kNN monitor" of SSL
   training); :func:`cosine_neighbours` is the neighbour search behind it.
 * :func:`few_shot`: N-way K-shot nearest-prototype episodes with a 95% interval.
@@ -15,12 +15,13 @@ through the same functions.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .logistic import (PROBE_GTOL, ProbeConvergenceWarning, design_matrix, fit_logistic, in_basis, lift, predict,
+                       project, restandardise, row_space, standardiser)
 from .validation import check_features, check_int, check_labels
 
 __all__ = [
@@ -63,281 +64,6 @@ class ProbeResult:
     accuracy: float
     best_c: float
     val_accuracy: dict[float, float]
-
-
-# The probe's solver. sklearn's LogisticRegression minimises C * sum_i CE_i + ||W||^2 / 2 (bias not
-# penalised); dividing by C * n gives the same minimiser with an objective whose scale does not
-# depend on C or n: F(W) = mean_i CE_i + ||W||^2 / (2 C n). F is minimised by L-BFGS whose initial
-# inverse Hessian is the exact Hessian of F at the starting point (Cholesky-factored, refreshed
-# every few dozen steps): a few tens of steps per fit, where plain L-BFGS needs thousands at large C.
-# The stopping rule is on the gradient, so the preconditioner only changes the speed, not the optimum.
-# Two exact reductions keep large problems (2048-d published features, many classes) tractable:
-# * W lies in the row space of the standardised training features (a component of W orthogonal to
-#   every x_i changes no logit but adds to the penalty), so with fewer points than dimensions the fit
-#   runs on the coordinates of the features in an orthonormal basis of that row space
-#   (:func:`_row_space`): the same optimum, with min(n, dim) instead of dim weights per class.
-# * Past _PROBE_EXACT_HESSIAN parameters the (params x params) Hessian is too big to factor (for
-#   2049 x 10 parameters, 1.7 GB and ~3 TFLOP), so the preconditioner becomes the Kronecker
-#   approximation H ~ B kron I with one (dim + 1)-square block B shared by all classes
-#   (:func:`_kronecker_factor`): more L-BFGS steps, the same stopping rule and the same optimum.
-PROBE_GTOL = 1e-8  # stop when max |dF/dW| < PROBE_GTOL (F as above)
-_PROBE_MEMORY = 10  # L-BFGS correction pairs
-_PROBE_REFRESH = 50  # steps between Hessian refreshes
-_PROBE_EXACT_HESSIAN = 6000  # largest (dim + 1) * n_classes preconditioned by the exact Hessian
-
-
-class ProbeConvergenceWarning(RuntimeWarning):
-    """The probe's logistic regression stopped before its gradient reached the tolerance."""
-
-
-def _standardiser(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means ``(dim,)`` and scales ``(dim,)`` (std, or 1 for a constant column), as
-    scikit-learn's StandardScaler."""
-    mean = features.mean(axis=0)
-    scale = features.std(axis=0)
-    scale[scale == 0] = 1.0
-    return mean, scale
-
-
-def _design(features: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Standardised features with a trailing column of ones (the bias): ``(n, dim + 1)``."""
-    standardised = (features - mean) / scale
-    return np.hstack([standardised, np.ones((len(features), 1))])
-
-
-def _loss_gradient(
-    weights: np.ndarray, design: np.ndarray, labels: np.ndarray, strength: float
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Objective ``F = mean cross-entropy + strength / 2 * ||W||^2`` (bias row not penalised).
-
-    Parameters
-    ----------
-    weights : array, shape (dim + 1, n_classes)
-        Last row is the bias.
-    design : array, shape (n, dim + 1)
-        From :func:`_design`.
-    labels : int array, shape (n,)
-        Class indices in ``[0, n_classes)``.
-    strength : float
-        ``1 / (C n)``.
-
-    Returns
-    -------
-    loss : float
-    gradient : array, shape (dim + 1, n_classes)
-    probabilities : array, shape (n, n_classes)
-    """
-    n = len(labels)
-    logits = design @ weights
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    total = exp.sum(axis=1)
-    probabilities = exp / total[:, None]
-    cross_entropy = np.mean(np.log(total) - logits[np.arange(n), labels])
-    loss = cross_entropy + 0.5 * strength * float(np.sum(weights[:-1] ** 2))
-    residual = probabilities.copy()
-    residual[np.arange(n), labels] -= 1.0  # probabilities - one-hot
-    gradient = design.T @ residual / n
-    gradient[:-1] += strength * weights[:-1]
-    return float(loss), gradient, probabilities
-
-
-def _hessian_factor(design: np.ndarray, probabilities: np.ndarray, strength: float):
-    """Preconditioner ``q -> H^-1 q`` from the Cholesky factor (float32) of the Hessian of :func:`_loss_gradient`'s objective.
-
-    ``H = (1/n) sum_i (diag(p_i) - p_i p_i^T) kron x_i x_i^T + strength * I`` over the raveled
-    weights (bias excluded from the penalty). Adding the same value to every bias leaves the
-    objective unchanged, so ``H`` is singular, and float32 rounding can make it slightly
-    indefinite; a small diagonal jitter makes it factorable. It only preconditions L-BFGS, whose
-    line search and stopping rule use the exact float64 objective, so neither the single precision
-    nor the jitter moves the optimum (they halve the cost of this step).
-    """
-    from scipy.linalg import LinAlgError, cho_factor, cho_solve
-
-    n, width = design.shape
-    n_classes = probabilities.shape[1]
-    design32, probabilities32 = design.astype(np.float32), probabilities.astype(np.float32)
-    weighted = (design32[:, :, None] * probabilities32[:, None, :]).reshape(n, width * n_classes)
-    hessian = -(weighted.T @ weighted)
-    for k in range(n_classes):
-        hessian[k::n_classes, k::n_classes] += (design32 * probabilities32[:, k : k + 1]).T @ design32
-    hessian /= n
-    penalised = np.arange((width - 1) * n_classes)
-    hessian[penalised, penalised] += strength
-    diagonal = np.arange(len(hessian))
-    jitter = 1e-6 * float(hessian.diagonal().max())
-    for _ in range(8):
-        try:
-            shifted = hessian.copy()
-            shifted[diagonal, diagonal] += jitter
-            factor = cho_factor(shifted, lower=True, check_finite=False)
-            return lambda q: cho_solve(factor, q.astype(np.float32), check_finite=False).astype(np.float64)
-        except LinAlgError:
-            jitter *= 10.0
-    raise LinAlgError("the probe's Hessian is not positive definite even with jitter; are the features finite?")
-
-
-def _kronecker_factor(design: np.ndarray, probabilities: np.ndarray, strength: float):
-    """Preconditioner ``q -> (B kron I)^-1 q`` for problems too large for :func:`_hessian_factor`.
-
-    The Hessian's diagonal block of class k is ``X^T diag(p_k (1 - p_k)) X / n`` (+ the penalty);
-    ``B`` is that block with the class-averaged weights ``mean_k p_k (1 - p_k)``, shared by every
-    class. One ``(dim + 1)``-square Cholesky factorisation instead of one of side
-    ``(dim + 1) * n_classes``; it ignores the coupling between classes, which L-BFGS's correction
-    pairs make up for. Raveled weights are row-major ``(dim + 1, n_classes)``, so applying the
-    inverse is a solve with ``B`` on the ``(dim + 1, n_classes)`` matrix.
-    """
-    from scipy.linalg import LinAlgError, cho_factor, cho_solve
-
-    n, width = design.shape
-    weights = np.mean(probabilities * (1.0 - probabilities), axis=1)
-    block = (design * weights[:, None]).T @ design / n
-    penalised = np.arange(width - 1)
-    block[penalised, penalised] += strength
-    diagonal = np.arange(width)
-    jitter = 1e-8 * max(float(block.diagonal().max()), 1e-300)
-    for _ in range(10):
-        try:
-            shifted = block.copy()
-            shifted[diagonal, diagonal] += jitter
-            factor = cho_factor(shifted, lower=True, check_finite=False)
-            return lambda q: cho_solve(factor, q.reshape(width, -1), check_finite=False).ravel()
-        except LinAlgError:
-            jitter *= 10.0
-    raise LinAlgError("the probe's preconditioner is not positive definite even with jitter; are the features finite?")
-
-
-def _lbfgs_direction(gradient: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], precondition) -> np.ndarray:
-    """L-BFGS two-loop recursion with initial inverse Hessian ``precondition`` (a function ``q -> H0^-1 q``
-    from :func:`_hessian_factor` or :func:`_kronecker_factor`).
-
-    ``gradient`` and the ``(step, gradient change)`` pairs are raveled, shape ``(n_parameters,)``.
-    Returns the (descent) step to subtract, float64.
-    """
-    q = gradient.copy()
-    alphas = []
-    for step, change in reversed(pairs):
-        alpha = (step @ q) / (change @ step)
-        alphas.append(alpha)
-        q -= alpha * change
-    r = precondition(q)
-    for (step, change), alpha in zip(pairs, reversed(alphas)):
-        beta = (change @ r) / (change @ step)
-        r += (alpha - beta) * step
-    return r
-
-
-def _fit_logistic(
-    design: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    c: float,
-    initial: np.ndarray | None = None,
-    *,
-    gtol: float = PROBE_GTOL,
-    max_iter: int = 500,
-) -> tuple[np.ndarray, int]:
-    """Minimise ``mean CE + ||W||^2 / (2 C n)``: sklearn's ``LogisticRegression(C=c)`` optimum.
-
-    Parameters
-    ----------
-    design : array, shape (n, dim + 1)
-        Standardised features and a column of ones (:func:`_design`).
-    labels : int array, shape (n,)
-        Class indices in ``[0, n_classes)``; every class should occur.
-    c : float
-        Inverse regularisation strength.
-    initial : array, shape (dim + 1, n_classes), optional
-        Starting weights (warm start); zeros by default.
-    gtol : float
-        Stop when the largest absolute entry of the gradient is below ``gtol``.
-    max_iter : int
-        Step cap; a :class:`ProbeConvergenceWarning` is issued if it is reached first.
-
-    Returns
-    -------
-    weights : array, shape (dim + 1, n_classes)
-        Last row is the bias.
-    n_iter : int
-    """
-    strength = 1.0 / (c * len(labels))
-    weights = np.zeros((design.shape[1], n_classes)) if initial is None else np.array(initial, dtype=np.float64)
-    loss, gradient, probabilities = _loss_gradient(weights, design, labels, strength)
-    factor, pairs, since_refresh = None, [], 0
-    for n_iter in range(max_iter + 1):
-        if np.abs(gradient).max() < gtol:
-            return weights, n_iter
-        if n_iter == max_iter:
-            break
-        if factor is None or since_refresh >= _PROBE_REFRESH:
-            preconditioner = _hessian_factor if weights.size <= _PROBE_EXACT_HESSIAN else _kronecker_factor
-            factor, pairs, since_refresh = preconditioner(design, probabilities, strength), [], 0
-        step = _lbfgs_direction(gradient.ravel(), pairs, factor).reshape(weights.shape)
-        slope = float(np.sum(gradient * step))
-        t = 1.0
-        while True:  # backtracking (Armijo) line search
-            trial = weights - t * step
-            trial_loss, trial_gradient, trial_probabilities = _loss_gradient(trial, design, labels, strength)
-            if trial_loss <= loss - 1e-4 * t * slope or t < 1e-10:
-                break
-            t *= 0.5
-        if t < 1e-10:  # no decrease measurable in float64: restart from a fresh Hessian, once
-            if since_refresh == 0:
-                break
-            factor = None
-            continue
-        change = (trial_gradient - gradient).ravel()
-        moved = (trial - weights).ravel()
-        if moved @ change > 1e-12 * (change @ change):
-            pairs = (pairs + [(moved, change)])[-_PROBE_MEMORY:]
-        weights, loss, gradient, probabilities = trial, trial_loss, trial_gradient, trial_probabilities
-        since_refresh += 1
-    warnings.warn(
-        f"logistic regression (C={c:g}) stopped after {n_iter} steps with gradient "
-        f"{np.abs(gradient).max():.1e} > {gtol:g}; raise max_iter or check the features.",
-        ProbeConvergenceWarning, stacklevel=3,
-    )
-    return weights, n_iter
-
-
-def _row_space(design: np.ndarray) -> np.ndarray | None:
-    """Orthonormal basis ``(dim, n)`` of the row space of the standardised features of ``design``
-    ``(n, dim + 1)``, or None when ``n >= dim`` (the reduction would not shrink the problem)."""
-    features = design[:, :-1]
-    if len(features) >= features.shape[1]:
-        return None
-    basis, _ = np.linalg.qr(features.T)
-    return basis
-
-
-def _in_basis(design: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
-    """``design`` ``(n, dim + 1)`` with its features in ``basis`` coordinates: ``(n, r + 1)``."""
-    return design if basis is None else np.hstack([design[:, :-1] @ basis, design[:, -1:]])
-
-
-def _lift(weights: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
-    """Weights ``(r + 1, n_classes)`` in ``basis`` coordinates -> ``(dim + 1, n_classes)``."""
-    return weights if basis is None else np.vstack([basis @ weights[:-1], weights[-1:]])
-
-
-def _project(weights: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
-    """Weights ``(dim + 1, n_classes)`` -> ``basis`` coordinates (a warm start: exact only in the row space)."""
-    return weights if basis is None else np.vstack([basis.T @ weights[:-1], weights[-1:]])
-
-
-def _restandardise(weights: np.ndarray, old: tuple, new: tuple) -> np.ndarray:
-    """Weights giving the same logits on features standardised with ``new = (mean, scale)``
-    instead of ``old``: a warm start for the refit on train+val."""
-    (old_mean, old_scale), (new_mean, new_scale) = old, new
-    mapped = np.empty_like(weights)
-    mapped[:-1] = weights[:-1] * (new_scale / old_scale)[:, None]
-    mapped[-1] = weights[-1] + ((new_mean - old_mean) / old_scale) @ weights[:-1]
-    return mapped
-
-
-def _predict(weights: np.ndarray, design: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Labels ``(n,)`` of the largest logit (ties go to the first class, as sklearn)."""
-    return classes[np.argmax(design @ weights, axis=1)]
 
 
 def validation_split(
@@ -391,7 +117,7 @@ def linear_probe(
     The fit is always multinomial (one weight vector per class): with two classes it equals
     scikit-learn's binary ``LogisticRegression(C=2 * C)``. Wide features cost little: with fewer
     training points than dimensions the fit runs in the span of the training features (exact, see
-    the solver notes above), so a 2,048-d probe on 250 images of 10 classes takes seconds.
+    :mod:`sslgeom.logistic`), so a 2,048-d probe on 250 images of 10 classes takes seconds.
 
     Parameters
     ----------
@@ -423,27 +149,27 @@ def linear_probe(
                          f"({x_train.shape[1]}, {x_val.shape[1]}, {x_test.shape[1]}); embed them with the same model.")
     with threadpool_limits(limits=1, user_api="blas"):
         classes, train_index = np.unique(y_train, return_inverse=True)
-        train_scaler = _standardiser(x_train)
-        design, val_design = _design(x_train, *train_scaler), _design(x_val, *train_scaler)
-        basis = _row_space(design)  # fewer points than dimensions: solve in the row space (exact)
-        fit_design = _in_basis(design, basis)
+        train_scaler = standardiser(x_train)
+        design, val_design = design_matrix(x_train, *train_scaler), design_matrix(x_val, *train_scaler)
+        basis = row_space(design)  # fewer points than dimensions: solve in the row space (exact)
+        fit_design = in_basis(design, basis)
         path_weights, val_accuracy, weights = {}, {}, None
         for c in sorted(float(c) for c in c_grid):
-            weights, _ = _fit_logistic(fit_design, train_index, len(classes), c, weights, gtol=gtol, max_iter=max_iter)
-            path_weights[c] = _lift(weights, basis)
-            val_accuracy[c] = float(np.mean(_predict(path_weights[c], val_design, classes) == y_val))
+            weights, _ = fit_logistic(fit_design, train_index, len(classes), c, weights, gtol=gtol, max_iter=max_iter)
+            path_weights[c] = lift(weights, basis)
+            val_accuracy[c] = float(np.mean(predict(path_weights[c], val_design, classes) == y_val))
         best_c = max(val_accuracy, key=lambda c: (val_accuracy[c], -c))
         x_full, y_full = np.vstack([x_train, x_val]), np.concatenate([y_train, y_val])
         full_classes, full_index = np.unique(y_full, return_inverse=True)
-        full_scaler = _standardiser(x_full)
-        full_design = _design(x_full, *full_scaler)
-        full_basis = _row_space(full_design)
-        initial = (_project(_restandardise(path_weights[best_c], train_scaler, full_scaler), full_basis)
+        full_scaler = standardiser(x_full)
+        full_design = design_matrix(x_full, *full_scaler)
+        full_basis = row_space(full_design)
+        initial = (project(restandardise(path_weights[best_c], train_scaler, full_scaler), full_basis)
                    if np.array_equal(full_classes, classes) else None)
-        final, _ = _fit_logistic(_in_basis(full_design, full_basis), full_index, len(full_classes), best_c, initial,
+        final, _ = fit_logistic(in_basis(full_design, full_basis), full_index, len(full_classes), best_c, initial,
                                  gtol=gtol, max_iter=max_iter)
-        final = _lift(final, full_basis)
-        accuracy = float(np.mean(_predict(final, _design(x_test, *full_scaler), full_classes) == y_test))
+        final = lift(final, full_basis)
+        accuracy = float(np.mean(predict(final, design_matrix(x_test, *full_scaler), full_classes) == y_test))
     return ProbeResult(accuracy=accuracy, best_c=best_c, val_accuracy=val_accuracy)
 
 
