@@ -1,6 +1,5 @@
 """Cache: content keys, atomic writes, recovery from interrupted and corrupt writes."""
 
-
 import numpy as np
 import pytest
 

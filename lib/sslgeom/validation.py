@@ -1,4 +1,4 @@
-"""Input validation in one place: features, labels, images, integers and names.
+"""Input validation in one place: features, labels, images, integers, names and result files.
 
 Every public function of the package checks what it is given with these helpers, so that a wrong
 input raises the same clear error wherever it enters, and the message says how to fix it. In the
@@ -8,7 +8,9 @@ form the caller works with (for example float64 features), or raises.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ __all__ = [
     "check_float",
     "check_choice",
     "check_names",
+    "read_json_list",
 ]
 
 
@@ -263,3 +266,35 @@ def check_feature_tensor(
             f"{name} contains NaN or inf in {bad} of {features.shape[0]} row(s); {hint}"
         )
     return features
+
+
+def read_json_list(path: str | Path, key: str, fix: str, what: str) -> list:
+    """The list under ``key`` of a JSON results file.
+
+    Parameters
+    ----------
+    path : str or Path
+    key : str
+        The top-level key that holds the list.
+    fix : str
+        How to get a good file (said when the file is missing), e.g. "run `make bench`".
+    what : str
+        What the file should be (said when its layout is another), e.g. "the output of benchmarks/nnk.py".
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        Not JSON, no ``key``, or ``key`` does not hold a list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No file at {path}; {fix}.")
+    try:
+        rows = json.loads(path.read_text())[key]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not {what}: {error}") from error
+    if not isinstance(rows, list):
+        raise ValueError(f"{path} is not {what}: {key!r} is not a list.")
+    return rows

@@ -12,7 +12,6 @@ probe_accuracy, probe_gain_vs_random, knn_accuracy``) so that it can be tested o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sslgeom.cache import REPO_ROOT
+from sslgeom.validation import read_json_list
 
 __all__ = [
     "REFERENCE_METHODS",
@@ -171,7 +171,7 @@ def archived_manifest(path: str | Path = SECOND_ZOO_MANIFEST) -> pd.DataFrame:
     ValueError
         If the file is not a manifest (no ``models`` list with the design columns).
     """
-    models = _json_list(path, "models", f"restore it with git checkout -- {path}",
+    models = read_json_list(path, "models", f"restore it with git checkout -- {path}",
                         "a zoo manifest (a JSON object with a 'models' list)")
     return _check_manifest(pd.DataFrame(models))
 
@@ -192,7 +192,7 @@ def training_speeds(path: str | Path = TRAIN_BENCHMARK) -> pd.DataFrame:
     ValueError
         If it is not the benchmark's output.
     """
-    rows = pd.DataFrame(_json_list(path, "results", "run `make bench-train` to measure them",
+    rows = pd.DataFrame(read_json_list(path, "results", "run `make bench-train` to measure them",
                                    "the output of benchmarks/train.py"))
     columns = ["architecture", "setting", "batch_size", "images_per_s_step", "images_per_s_train_model"]
     missing = sorted(set(columns) - set(rows.columns))
@@ -210,20 +210,6 @@ def training_hours(manifest: pd.DataFrame, backbone: str | None = None) -> float
     if backbone is not None:
         manifest = manifest[manifest["backbone"] == backbone]
     return float(manifest.groupby("run_id")["train_seconds"].max().sum() / 3600)
-
-
-def _json_list(path: str | Path, key: str, fix: str, what: str) -> list:
-    """The list under ``key`` of a JSON file; a missing file or another layout raises with ``fix``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No file at {path}; {fix}.")
-    try:
-        rows = json.loads(path.read_text())[key]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not {what}: {error}") from error
-    if not isinstance(rows, list):
-        raise ValueError(f"{path} is not {what}: {key!r} is not a list.")
-    return rows
 
 
 def budget_curves(manifest: pd.DataFrame) -> pd.DataFrame:
