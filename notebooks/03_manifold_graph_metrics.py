@@ -1662,8 +1662,8 @@ for name, value in bench_text.items():
 # (`benchmarks/nnk.py`, written to `benchmarks/results/nnk.json`, finished
 # {glue:text}`bench_date`): synthetic clustered unit vectors, cosine kernel, $k = 50$,
 # {glue:text}`bench_cpus` CPU cores, the search, the kNN stage and the graph alternated in one
-# process, medians of {glue:text}`bench_rounds` rounds. Rerun `make bench` on your machine to
-# measure it there: the times move with the machine, the ratios much less.
+# process, medians of {glue:text}`bench_rounds` rounds. The times depend on the machine: rerun
+# `make bench` to measure yours.
 
 # %% tags=["remove-input"]
 shown = speed.exact[["faiss_s", "knn_s", "nnk_s", "nnk_over_faiss"]].rename(columns={

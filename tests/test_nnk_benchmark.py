@@ -19,6 +19,9 @@ def test_the_committed_run_is_read_with_ratios_that_match_its_times():
         # the graph cannot beat the exact search that finds its candidates
         assert row["nnk_over_faiss"] > 1 and row["nnk_over_faiss_separate"] > 0.9
         assert row["authors_over_nnk"] > 1
+    # chapter 03: "at the smaller size ... the graph stays further from the search"
+    assert run.exact.iloc[0]["nnk_over_faiss"] > run.exact.iloc[-1]["nnk_over_faiss"]
+    assert (run.exact["rounds"] == run.rounds).all()
     # the medians are medians of the alternated rounds
     rounds = raw["rows"][0]["interleaved"]["seconds_per_round"]["nnk"]
     assert run.exact.iloc[0]["nnk_s"] == pytest.approx(sorted(rounds)[len(rounds) // 2])

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from sslgeom import nnk
 from sslgeom.kernels import kernel_from_sq_distances, kernel_space, reconstruction_error
-from sslgeom.subspaces import pair_angles, tangent_bases
+from sslgeom.subspaces import BLOCK_VALUES, pair_angles, tangent_bases
 from sslgeom.validation import check_graph_features
 
 GraphName = Literal["nnk", "knn"]
@@ -60,9 +60,6 @@ METRICS: tuple[str, ...] = (
     "entropy",
 )
 STATISTICS: tuple[str, ...] = ("mean", "median", "q10", "q90")
-
-# Nodes processed per block when gathering neighbourhoods: keeps memory near 64 MiB.
-_BLOCK_VALUES = 1 << 23
 
 
 def _geometry_points(result: nnk.NNKResult, features) -> np.ndarray:
@@ -179,7 +176,7 @@ def _local_geometry(
     width = int(tangent_dim) if tangent_dim is not None else int(max_tangent_dim)
     bases = np.zeros((n_points, dim, min(width, k, dim)))
     dims = np.zeros(n_points, dtype=np.int64)
-    rows = max(1, _BLOCK_VALUES // (k * max(k, dim)))
+    rows = max(1, BLOCK_VALUES // (k * max(k, dim)))
     for start in tqdm(range(0, n_points, rows), desc=f"MGM {graph}", disable=not progress,
                       leave=False):
         stop = min(start + rows, n_points)
@@ -406,7 +403,7 @@ def covered_candidates(result: nnk.NNKResult, features) -> np.ndarray:
     points = _geometry_points(result, features)
     n_points, k = result.neighbors.shape
     covered = np.zeros((n_points, k), dtype=bool)
-    rows = max(1, _BLOCK_VALUES // (k * max(k, points.shape[1])))
+    rows = max(1, BLOCK_VALUES // (k * max(k, points.shape[1])))
     for start in range(0, n_points, rows):
         stop = min(start + rows, n_points)
         offsets = points[result.neighbors[start:stop]] - points[start:stop, None, :]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .candidates import approximate_search
+from .candidates import approximate_search, exact_search
 from .kernels import kernel_space, power_of_two_floor
 from .validation import check_choice, check_feature_tensor, check_int
 
@@ -179,8 +179,6 @@ def knn_tensor(
     the same expansion, ``||q||^2 + ||x||^2 - 2 q.x``.
     """
     if backend == "faiss":
-        from .candidates import exact_search
-
         threads = torch.get_num_threads()
         if equal_norms:
             indices, products = exact_search(features, k, "ip", n_threads=threads, progress=progress)

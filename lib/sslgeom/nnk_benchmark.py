@@ -9,14 +9,13 @@ file into two tables, so the chapter's numbers are the ones the benchmark measur
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from sslgeom.cache import REPO_ROOT
-from sslgeom.validation import read_json_list
+from sslgeom.validation import read_json_results
 
 __all__ = ["NNK_BENCHMARK", "NNKBenchmark", "read_nnk_benchmark"]
 
@@ -34,8 +33,8 @@ class NNKBenchmark:
     Attributes
     ----------
     exact : pandas.DataFrame
-        One row per size with exact candidates, index ``"n x dim"``: ``n``, ``dim``; medians over
-        the rounds alternated in one process, ``faiss_s`` (exact search), ``knn_s`` (the kNN stage)
+        One row per size with exact candidates, index ``"n x dim"``: ``n``, ``dim``, ``rounds``;
+        medians over the rounds alternated in one process, ``faiss_s`` (exact search), ``knn_s`` (the kNN stage)
         and ``nnk_s`` (the whole graph), with ``knn_over_faiss`` and ``nnk_over_faiss``; the same
         ratio timed as separate processes, ``nnk_over_faiss_separate``; and ``authors_over_nnk``,
         the NNK authors' route (faiss, then one generic QP per node in Python) over ``nnk_graph``,
@@ -50,7 +49,7 @@ class NNKBenchmark:
     cpus : int
         ``os.cpu_count()`` of the machine it ran on.
     rounds : int
-        Rounds alternated in one process.
+        Rounds alternated in one process (the fewest of any size).
     """
 
     exact: pd.DataFrame
@@ -63,9 +62,9 @@ class NNKBenchmark:
 def _exact_row(row: dict) -> dict:
     interleaved = row["interleaved"]
     median = interleaved["median_seconds"]
-    return {"n": row["n"], "dim": row["dim"], "faiss_s": median["faiss"], "knn_s": median["knn"],
-            "nnk_s": median["nnk"], "knn_over_faiss": interleaved["knn_over_faiss"],
-            "nnk_over_faiss": interleaved["nnk_over_faiss"],
+    return {"n": row["n"], "dim": row["dim"], "rounds": interleaved["rounds"],
+            "faiss_s": median["faiss"], "knn_s": median["knn"], "nnk_s": median["nnk"],
+            "knn_over_faiss": interleaved["knn_over_faiss"], "nnk_over_faiss": interleaved["nnk_over_faiss"],
             "nnk_over_faiss_separate": row["nnk_over_faiss"], "authors_over_nnk": row["authors_over_nnk"]}
 
 
@@ -98,9 +97,9 @@ def read_nnk_benchmark(path: str | Path = NNK_BENCHMARK) -> NNKBenchmark:
         If it is not the benchmark's output, is a ``--quick`` smoke run, or a size lacks the
         alternated rounds or the authors' route (a run restricted with ``--tasks``).
     """
-    rows = read_json_list(path, "rows", _FIX, _WHAT)
-    header = json.loads(Path(path).read_text())
-    if header.get("quick"):
+    document = read_json_results(path, "rows", _FIX, _WHAT)
+    rows = document["rows"]
+    if document.get("quick"):
         raise ValueError(f"{path} holds a --quick smoke run of benchmarks/nnk.py; {_FIX}.")
     try:
         exact = [_exact_row(row) for row in rows if "interleaved" in row or "nnk" in row.get("tasks", {})]
@@ -113,5 +112,5 @@ def read_nnk_benchmark(path: str | Path = NNK_BENCHMARK) -> NNKBenchmark:
     exact_table = pd.DataFrame(exact, index=[f"{r['n']:,} x {r['dim']}" for r in exact])
     approximate_table = pd.DataFrame(approximate, columns=["n", "dim", "mode", "seconds", "peak_gib", "recall",
                                                            "n_sample", "neighbours_exact", "neighbours_approximate"])
-    return NNKBenchmark(exact=exact_table, approximate=approximate_table, finished=str(header.get("finished", "")),
-                        cpus=int(header.get("cpus") or 0), rounds=int(rows[0].get("interleaved", {}).get("rounds", 0)))
+    return NNKBenchmark(exact=exact_table, approximate=approximate_table, finished=str(document.get("finished", "")),
+                        cpus=int(document.get("cpus") or 0), rounds=int(exact_table["rounds"].min()))

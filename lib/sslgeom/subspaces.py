@@ -18,8 +18,9 @@ import numpy as np
 
 __all__ = ["tangent_bases", "largest_principal_angles", "pair_angles"]
 
-# Values per block of batched cross products: keeps memory near 64 MiB (as in sslgeom.mgm).
-_BLOCK_VALUES = 1 << 23
+#: Float64 values per block of batched work (cross products here, gathered neighbourhoods in
+#: sslgeom.mgm): keeps a block's memory near 64 MiB.
+BLOCK_VALUES = 1 << 23
 
 
 def _dense_tangent_bases(
@@ -183,7 +184,7 @@ def pair_angles(bases: np.ndarray, dims: np.ndarray, first: np.ndarray, second: 
     for code in np.unique(shape_code[small_dims > 0]):
         d_small, d_large = divmod(int(code), bases.shape[2] + 1)
         members = np.flatnonzero(shape_code == code)
-        per_block = max(1, _BLOCK_VALUES // (dim * (d_small + d_large)))
+        per_block = max(1, BLOCK_VALUES // (dim * (d_small + d_large)))
         for start in range(0, len(members), per_block):
             block = members[start : start + per_block]
             angles[block] = _largest_angles_of_equal_shapes(

@@ -26,7 +26,7 @@ __all__ = [
     "check_float",
     "check_choice",
     "check_names",
-    "read_json_list",
+    "read_json_results",
 ]
 
 
@@ -268,33 +268,39 @@ def check_feature_tensor(
     return features
 
 
-def read_json_list(path: str | Path, key: str, fix: str, what: str) -> list:
-    """The list under ``key`` of a JSON results file.
+def read_json_results(path: str | Path, key: str, fix: str, what: str) -> dict:
+    """A JSON results file, parsed once, whose ``key`` holds a list.
 
     Parameters
     ----------
     path : str or Path
     key : str
-        The top-level key that holds the list.
+        The top-level key that must hold a list (the results' rows).
     fix : str
         How to get a good file (said when the file is missing), e.g. "run `make bench`".
     what : str
         What the file should be (said when its layout is another), e.g. "the output of benchmarks/nnk.py".
+
+    Returns
+    -------
+    dict
+        The whole document: the list under ``key`` and whatever the writer recorded beside it.
 
     Raises
     ------
     FileNotFoundError
         No file at ``path``.
     ValueError
-        Not JSON, no ``key``, or ``key`` does not hold a list.
+        Not JSON, not an object, no ``key``, or ``key`` does not hold a list.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No file at {path}; {fix}.")
     try:
-        rows = json.loads(path.read_text())[key]
+        document = json.loads(path.read_text())
+        rows = document[key]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not {what}: {error}") from error
     if not isinstance(rows, list):
         raise ValueError(f"{path} is not {what}: {key!r} is not a list.")
-    return rows
+    return document

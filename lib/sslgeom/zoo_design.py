@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sslgeom.cache import REPO_ROOT
-from sslgeom.validation import read_json_list
+from sslgeom.validation import read_json_results
 
 __all__ = [
     "REFERENCE_METHODS",
@@ -171,8 +171,8 @@ def archived_manifest(path: str | Path = SECOND_ZOO_MANIFEST) -> pd.DataFrame:
     ValueError
         If the file is not a manifest (no ``models`` list with the design columns).
     """
-    models = read_json_list(path, "models", f"restore it with git checkout -- {path}",
-                        "a zoo manifest (a JSON object with a 'models' list)")
+    models = read_json_results(path, "models", f"restore it with git checkout -- {path}",
+                               "a zoo manifest (a JSON object with a 'models' list)")["models"]
     return _check_manifest(pd.DataFrame(models))
 
 
@@ -192,8 +192,8 @@ def training_speeds(path: str | Path = TRAIN_BENCHMARK) -> pd.DataFrame:
     ValueError
         If it is not the benchmark's output.
     """
-    rows = pd.DataFrame(read_json_list(path, "results", "run `make bench-train` to measure them",
-                                   "the output of benchmarks/train.py"))
+    rows = pd.DataFrame(read_json_results(path, "results", "run `make bench-train` to measure them",
+                                          "the output of benchmarks/train.py")["results"])
     columns = ["architecture", "setting", "batch_size", "images_per_s_step", "images_per_s_train_model"]
     missing = sorted(set(columns) - set(rows.columns))
     if missing:
